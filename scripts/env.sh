@@ -1,0 +1,17 @@
+# Source me: creates ./.venv on first use (CPU torch first, then scoresde in editable mode) and activates it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="${PYTHON:-python3}"
+if [ ! -x "$root/.venv/bin/python" ]; then
+  echo "scoresde: creating $root/.venv (one-time set-up)" >&2
+  "$py" -m venv "$root/.venv"
+fi
+if ! "$root/.venv/bin/python" -c "import scoresde, torch, pytest" 2>/dev/null; then
+  # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
+  "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "torch==${SCORESDE_TORCH:-2.13.0}" \
+    || "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check torch
+  "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test]"
+fi
+export PATH="$root/.venv/bin:$PATH"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+cd "$root"

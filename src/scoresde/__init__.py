@@ -1,0 +1,11 @@
+"""scoresde: score-based generative modelling through stochastic differential equations."""
+from .brownian import NoiseSource, sample_seed
+from .exact import EmpiricalDistribution, ExactScoreModel, Gaussian, GaussianMixture, load_problem
+from .parameterization import DenoiserModel, NetworkModel, ScoreModel, convert, to_denoiser
+from .sde import SDE, DDPMChain, SMLDChain, SubVPSDE, VESDE, VPSDE
+
+__version__ = "0.1.0"
+
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "SMLDChain", "DDPMChain", "ScoreModel", "NetworkModel",
+           "DenoiserModel", "convert", "to_denoiser", "Gaussian", "GaussianMixture", "EmpiricalDistribution",
+           "ExactScoreModel", "load_problem", "NoiseSource", "sample_seed"]

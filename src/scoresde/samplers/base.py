@@ -1,0 +1,59 @@
+"""What every sampler returns, and the loop that runs any sampler over seeded batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..brownian import NoiseSource
+from ..parameterization import ScoreModel
+
+__all__ = ["SampleResult", "progress_bar", "sample"]
+
+
+@dataclass
+class SampleResult:
+    """Samples and the exact number of function (network) evaluations spent on them.
+
+    ``nfe`` counts batched calls of the model; ``nfe_per_sample`` (when a sampler steps samples
+    individually) counts the evaluations each sample took part in.
+    """
+
+    samples: Tensor
+    nfe: int
+    nfe_per_sample: Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def progress_bar(total: int | None, enabled: bool, desc: str):
+    """A tqdm bar on stderr when enabled (a no-op context otherwise)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def sample(model: ScoreModel, num: int, seed: int, sampler: Callable[..., SampleResult], shape: Sequence[int],
+           batch_size: int = 256, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+           start_index: int = 0, **kwargs: Any) -> SampleResult:
+    """Draw ``num`` samples in batches; sample i uses the per-sample seed (seed, start_index + i).
+
+    ``sampler(model, x_T, noise, **kwargs)`` is any sampler of :mod:`scoresde.samplers`; x_T is
+    drawn from the SDE's prior with the first draw of each sample's stream.
+    """
+    if num < 1 or batch_size < 1:
+        raise ValueError("num and batch_size must be >= 1")
+    outs, nfe, per_sample, infos = [], 0, [], []
+    for lo in range(0, num, batch_size):
+        idx = range(start_index + lo, start_index + min(lo + batch_size, num))
+        noise = NoiseSource(seed, shape, idx, dtype=dtype, device=device)
+        x = model.sde.prior_sample(noise.draw())
+        res = sampler(model, x, noise, **kwargs)
+        outs.append(res.samples)
+        nfe += res.nfe
+        if res.nfe_per_sample is not None:
+            per_sample.append(res.nfe_per_sample)
+        infos.append(res.info)
+    return SampleResult(torch.cat(outs), nfe, torch.cat(per_sample) if per_sample else None,
+                        {"batches": infos})

@@ -1,0 +1,97 @@
+"""The command line: outputs agree with the library, bad input gives one line and exit code 2."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import scoresde as s
+from scoresde.cli import main
+from scoresde.samplers import ode_sample, pc_sample, sample
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sample_pc_matches_library_and_counts_nfe(tmp_path, capsys):
+    out = tmp_path / "a.npz"
+    code, stdout, _ = run(capsys, "sample", "--problem", "gmm8", "--sde", "ve", "--num", "50", "--seed", "4",
+                          "--steps", "20", "--predictor", "euler_maruyama", "--corrector", "ald", "--n-corrector", "2",
+                          "--out", str(out), "--no-progress")
+    assert code == 0 and "NFE 60" in stdout
+    data = np.load(out)
+    assert data["samples"].shape == (50, 2) and int(data["nfe"]) == 20 * 3
+    assert out.with_suffix(".png").stat().st_size > 1000
+    model = s.ExactScoreModel(s.load_problem("gmm8"), s.VESDE())
+    ref = sample(model, 50, 4, pc_sample, (2,), dtype=torch.float64, steps=20, predictor=s.samplers.euler_maruyama,
+                 corrector=s.samplers.annealed_langevin, n_corrector=2, snr=0.16)
+    np.testing.assert_array_equal(data["samples"], ref.samples.numpy())
+
+
+def test_sample_json_mixture_with_ode(tmp_path, capsys):
+    spec = {"weights": [0.25, 0.75], "means": [[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], "stds": [0.2, 0.2]}
+    (tmp_path / "m.json").write_text(json.dumps(spec))
+    out = tmp_path / "o.npz"
+    code, stdout, _ = run(capsys, "sample", "--problem", str(tmp_path / "m.json"), "--sde", "subvp", "--sampler", "ode",
+                          "--rtol", "1e-6", "--atol", "1e-6", "--num", "2000", "--out", str(out), "--no-progress",
+                          "--no-plot")
+    assert code == 0
+    x = np.load(out)["samples"]
+    assert x.shape == (2000, 3)
+    # the heavy mode (x0 > 0) holds 0.75 of the mass: within 4 binomial standard errors
+    assert abs((x[:, 0] > 0).mean() - 0.75) < 4 * np.sqrt(0.75 * 0.25 / 2000)
+    mix = s.GaussianMixture(spec["weights"], spec["means"], spec["stds"])
+    ref = sample(s.ExactScoreModel(mix, s.SubVPSDE()), 2000, 0, ode_sample, (3,), batch_size=10000,
+                 dtype=torch.float64, rtol=1e-6, atol=1e-6)
+    assert int(np.load(out)["nfe"]) == ref.nfe
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["sample", "--problem", "nope", "--out", "x.npz"], "unknown problem"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--steps", "0"], "must be > 0"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sde", "xx"], "invalid choice"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--rtol", "1e-3"], "--rtol does not apply"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ode", "--snr", "0.1"], "--snr does not apply"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ode", "--steps", "5"], "dopri5"),
+    (["sample", "--problem", "gmm8", "--out", "x.txt"], "must end in .npz"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sde", "vp", "--sigma-max", "3"], "does not apply"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sde", "vp", "--beta-min", "30"], "beta_min < beta_max"),
+    (["sample", "--out", "x.npz"], "required"),
+    (["sample", "--problem", "MISSING.json", "--out", "x.npz"], "not found"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err and not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{not json", "not valid JSON"),
+    ('{"weights": [1.0], "means": [[0, 0]]}', "missing key(s) stds"),
+    ('{"weights": [0.5, 0.6], "means": [[0], [1]], "stds": [1, 1]}', "sum to 1"),
+    ('{"weights": [1.0], "means": [[0, 0]], "stds": [-1], "x": 1}', "unknown key"),
+    ('[1, 2]', "JSON object"),
+])
+def test_malformed_json_mixture(content, needle, tmp_path, capsys):
+    f = tmp_path / "m.json"
+    f.write_text(content)
+    code, _, err = run(capsys, "sample", "--problem", str(f), "--out", str(tmp_path / "o.npz"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["sample", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for word in ["--predictor", "euler_maruyama", "ancestral_sampling", "--corrector", "langevin", "--snr",
+                 "--method", "dopri5", "examples:", "weights"]:
+        assert word in out
