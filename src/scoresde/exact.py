@@ -44,8 +44,8 @@ class Gaussian:
     def __init__(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor | float):
         self.mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
         self.std = torch.as_tensor(std, dtype=torch.float64).expand_as(self.mean).clone()
-        if (self.std < 0).any():
-            raise ProblemError("Gaussian std must be >= 0")
+        if not (torch.isfinite(self.std) & (self.std >= 0)).all() or not torch.isfinite(self.mean).all():
+            raise ProblemError("Gaussian std must be finite and >= 0, and the mean finite")
         self.shape = tuple(self.mean.shape)
         self.dim = self.mean.numel()
 
@@ -94,8 +94,8 @@ class GaussianMixture:
             raise ProblemError(f"a mixture needs as many weights, means and stds; got {k}, {mu.shape[0]}, {s.shape[0]}")
         if (w < 0).any() or not math.isclose(float(w.sum()), 1.0, rel_tol=0, abs_tol=1e-6):
             raise ProblemError(f"mixture weights must be >= 0 and sum to 1 (sum is {float(w.sum()):.6g})")
-        if (s < 0).any() or not torch.isfinite(mu).all():
-            raise ProblemError("mixture stds must be >= 0 and means finite")
+        if not (torch.isfinite(s) & (s >= 0)).all() or not torch.isfinite(mu).all():
+            raise ProblemError("mixture stds must be finite and >= 0, and means finite")
         self.weights, self.means, self.stds = w / w.sum(), mu, s
         self.dim = mu.shape[1]
         self.shape = tuple(shape) if shape is not None else (self.dim,)

@@ -5,6 +5,8 @@ rho-spaced noise levels (Karras et al. 2022, eq. 5) mapped back to t through the
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -39,7 +41,10 @@ def log_snr_uniform(sde: SDE, steps: int, eps: float | None = None) -> Tensor:
     """lambda_t uniform between lambda(T) and lambda(eps) (DPM-Solver's grid)."""
     eps = sde.eps if eps is None else float(eps)
     _check(steps, eps, sde.T)
-    lam = torch.linspace(float(sde.log_snr(sde.T)), float(sde.log_snr(eps)), int(steps) + 1, dtype=torch.float64)
+    lam_T, lam_eps = float(sde.log_snr(sde.T)), float(sde.log_snr(eps))
+    if not (math.isfinite(lam_T) and math.isfinite(lam_eps)):
+        raise ValueError(f"log-SNR is infinite at the grid's ends (eps={eps}); use eps > 0")
+    lam = torch.linspace(lam_T, lam_eps, int(steps) + 1, dtype=torch.float64)
     t = sde.t_from_log_snr(lam)
     t[0], t[-1] = sde.T, eps
     return t

@@ -194,7 +194,8 @@ class VPSDE(SDE):
         # L = -log alpha = t^2 (bmax - bmin) / 4 + t bmin / 2; the positive root, in a stable form
         L = -log_alpha
         db = self.beta_max - self.beta_min
-        return 2 * L / (0.5 * self.beta_min + torch.sqrt(0.25 * self.beta_min**2 + db * L))
+        denom = 0.5 * self.beta_min + torch.sqrt(0.25 * self.beta_min**2 + db * L)
+        return torch.where(L > 0, 2 * L / torch.where(L > 0, denom, 1.0), torch.zeros_like(L))
 
     def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
         # sigma_tilde^2 = 1/alpha^2 - 1  ->  log alpha = -log1p(sigma_tilde^2) / 2
@@ -229,9 +230,8 @@ class SubVPSDE(VPSDE):
         return torch.sqrt(self.beta(t) * -torch.expm1(4 * self.log_alpha(t)))
 
     def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
-        # sigma_tilde = (1 - alpha^2) / alpha  ->  alpha = (sqrt(s^2 + 4) - s) / 2 = 2 / (sqrt(s^2 + 4) + s)
-        s = _t(sigma_tilde)
-        return self._t_from_log_alpha(torch.log(2.0 / (torch.sqrt(s**2 + 4) + s)))
+        # sigma_tilde = (1 - alpha^2) / alpha = 2 sinh(-log alpha)  ->  log alpha = -asinh(sigma_tilde / 2)
+        return self._t_from_log_alpha(-torch.asinh(_t(sigma_tilde) / 2))
 
     def discretize(self, x, t, t_next):
         return SDE.discretize(self, x, t, t_next)
@@ -281,6 +281,11 @@ class DDPMChain:
     beta_min: float
     beta_max: float
     N: int
+
+    def __post_init__(self):
+        if not (0 <= self.beta_min < self.beta_max and self.beta_max / self.N < 1):
+            raise ValueError(f"DDPM needs 0 <= beta_min < beta_max and beta_max / N < 1 (every beta_i < 1); "
+                             f"got beta_min={self.beta_min}, beta_max={self.beta_max}, N={self.N}")
 
     @property
     def betas(self) -> Tensor:
