@@ -61,7 +61,14 @@ def test_sample_json_mixture_with_ode(tmp_path, capsys):
     (["sample", "--problem", "gmm8", "--out", "x.txt"], "must end in .npz"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sde", "vp", "--sigma-max", "3"], "does not apply"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sde", "vp", "--beta-min", "30"], "beta_min < beta_max"),
-    (["sample", "--out", "x.npz"], "required"),
+    (["sample", "--out", "x.npz"], "exactly one of --problem"),
+    (["sample", "--out", "x.npz", "--problem", "gmm8", "--workdir", "w"], "exactly one of --problem"),
+    (["sample", "--out", "x.npz", "--workdir", "nowhere"], "no checkpoint"),
+    (["train", "--workdir", "w", "--set", "training.nope=1"], "unknown key training.nope"),
+    (["train", "--workdir", "w", "--set", "training.batch_size=-4"], "must be > 0"),
+    (["train", "--workdir", "w", "--set", "sde.name=xx"], "sde.name must be one of"),
+    (["train", "--workdir", "w", "--config", "missing.yaml"], "config file not found"),
+    (["train", "--workdir", "w", "--set", "model.arch=mlp", "--set", "model.kwargs={bogus: 1}"], "unknown argument"),
     (["sample", "--problem", "MISSING.json", "--out", "x.npz"], "not found"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):

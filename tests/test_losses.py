@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import scoresde as s
-from scoresde.losses import ddpm_loss, dsm_loss, smld_loss
+from scoresde.losses import ddpm_loss, draw, dsm_loss, smld_loss
 from scoresde.nets import MLP
 from scoresde.parameterization import NetworkModel, noise_level, scaled_time
 
@@ -19,7 +19,7 @@ def _train(model, loss_fn, steps=400, **kw):
     losses = []
     for _ in range(steps):
         x0 = PROB.sample(256, generator=g)
-        loss = loss_fn(model, x0, g, **kw)
+        loss = loss_fn(model, x0, *draw(x0, g), **kw)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -27,6 +27,14 @@ and the adaptive ODE solver, whose steps are shared by a batch).
 """
 
 
+EPILOG_TRAIN = """\
+examples:
+  scoresde train --config configs/mnist_cpu.yaml --workdir runs/mnist
+  scoresde train --config configs/toy_gmm.yaml --workdir runs/toy --set training.n_iters=3000
+  scoresde sample --workdir runs/mnist --num 64 --out runs/mnist/grid.npz
+"""
+
+
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
@@ -90,9 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with any sampler, and write them to an .npz plus a PNG plot.",
                        epilog=EPILOG_SAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = s.add_argument_group("what to sample")
-    src.add_argument("--problem", required=True, metavar="NAME_OR_JSON",
+    src.add_argument("--problem", metavar="NAME_OR_JSON",
                      help="a built-in problem (see `scoresde problems`) or a JSON mixture file")
-    src.add_argument("--sde", choices=sorted(_sde_names()), default="vp", help="forward SDE (default vp)")
+    src.add_argument("--workdir", metavar="W", help="a training workdir: sample its newest checkpoint (EMA weights)")
+    src.add_argument("--trust-checkpoint", action="store_true",
+                     help="allow full unpickling of the checkpoint (only for files you trust)")
+    src.add_argument("--sde", choices=sorted(_sde_names()), help="forward SDE of an exact problem (default vp)")
     src.add_argument("--sigma-min", type=_positive(float), help="VE: smallest noise level (default 0.01)")
     src.add_argument("--sigma-max", type=_positive(float), help="VE: largest noise level (default 50)")
     src.add_argument("--beta-min", type=_positive(float), help="VP/sub-VP: beta(0) (default 0.1)")
@@ -119,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--method", choices=["dopri5", "euler", "heun", "rk4"], help="ode solver (default dopri5)")
     smp.add_argument("--rtol", type=_positive(float), help="ode dopri5 relative tolerance (default 1e-5)")
     smp.add_argument("--atol", type=_positive(float), help="ode dopri5 absolute tolerance (default 1e-5)")
+
+    t = sub.add_parser("train", help="train a score model (resumes when the workdir holds a checkpoint)",
+                       description="Train a score network with denoising score matching. Resumes from the newest "
+                                   "checkpoint in --workdir; writes checkpoints/, log.csv, config.yaml and a sample "
+                                   "grid there.", epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--config", metavar="C.yaml", help="a YAML config (see configs/); default: all defaults")
+    t.add_argument("--workdir", required=True, metavar="W", help="where checkpoints, logs and samples go")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set training.batch_size=64 (repeatable)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
 
     sub.add_parser("problems", help="list the built-in exact-score problems",
                    description="List the built-in exact-score problems usable with --problem.")
@@ -154,6 +176,20 @@ def _make_sde(args):
         raise CLIError(f"scoresde sample: {e}") from None
 
 
+def sampler_from_options(sampler: str = "pc", predictor: str = "reverse_diffusion", corrector: str = "langevin",
+                         snr: float = 0.16, n_corrector: int = 1, steps: int = 1000, method: str = "dopri5",
+                         rtol: float = 1e-5, atol: float = 1e-5, denoise: bool = True):
+    """(sampler function, its keyword arguments) from the CLI's / config's names."""
+    from .samplers import ode_sample, pc_sample
+
+    if sampler == "pc":
+        return pc_sample, dict(steps=steps, predictor=_predictors()[predictor], corrector=_correctors()[corrector],
+                               snr=snr, n_corrector=n_corrector, denoise=denoise)
+    if sampler == "ode":
+        return ode_sample, dict(method=method, rtol=rtol, atol=atol, steps=steps)
+    raise CLIError(f"unknown sampler {sampler!r}")
+
+
 def _sampler_kwargs(args, sde) -> dict[str, Any]:
     pc_only = ["predictor", "corrector", "snr", "n_corrector"]
     ode_only = ["method", "rtol", "atol"]
@@ -163,44 +199,47 @@ def _sampler_kwargs(args, sde) -> dict[str, Any]:
     if wrong:
         raise CLIError(f"scoresde sample: --{wrong[0].replace('_', '-')} does not apply to --sampler {args.sampler}")
     if args.sampler == "pc":
-        return dict(steps=args.steps or 1000,
-                    predictor=_predictors()[args.predictor or "reverse_diffusion"],
-                    corrector=_correctors()[args.corrector or "langevin"],
-                    snr=args.snr if args.snr is not None else (0.16 if args.sde == "ve" else 0.01),
-                    n_corrector=1 if args.n_corrector is None else args.n_corrector,
-                    denoise=not args.no_denoise)
+        return dict(sampler="pc", steps=args.steps or 1000, predictor=args.predictor or "reverse_diffusion",
+                    corrector=args.corrector or "langevin",
+                    snr=args.snr if args.snr is not None else (0.16 if sde == "ve" else 0.01),
+                    n_corrector=1 if args.n_corrector is None else args.n_corrector, denoise=not args.no_denoise)
     method = args.method or "dopri5"
     if method == "dopri5" and args.steps is not None:
         raise CLIError("scoresde sample: --steps applies to the fixed-step ODE methods; dopri5 takes --rtol/--atol")
     if method != "dopri5" and (args.rtol is not None or args.atol is not None):
         raise CLIError(f"scoresde sample: --rtol/--atol apply to dopri5, not --method {method} (use --steps)")
-    return dict(method=method, rtol=args.rtol or 1e-5, atol=args.atol or 1e-5, steps=args.steps or 100)
+    return dict(sampler="ode", method=method, rtol=args.rtol or 1e-5, atol=args.atol or 1e-5, steps=args.steps or 100)
 
 
 def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise CLIError(f"scoresde sample: --out must end in .npz, got {args.out}")
+    if (args.problem is None) == (args.workdir is None):
+        raise CLIError("scoresde sample: give exactly one of --problem (exact score) or --workdir (trained model)")
+    if args.workdir is not None:
+        return _sample_workdir(args, out)
+    args.sde = args.sde or "vp"
     import numpy as np
     import torch
 
     from .exact import GaussianMixture, ProblemError, load_problem
-    from .samplers import ode_sample, pc_sample, sample
+    from .samplers import sample
 
     try:
         problem = load_problem(args.problem)
     except ProblemError as e:
         raise CLIError(f"scoresde sample: {e}") from None
     sde = _make_sde(args)
-    kwargs = _sampler_kwargs(args, sde)
+    kwargs = _sampler_kwargs(args, args.sde)
     from .exact import ExactScoreModel
 
     model = ExactScoreModel(problem, sde)
-    fn = pc_sample if args.sampler == "pc" else ode_sample
+    fn, fkw = sampler_from_options(**kwargs)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = sample(model, args.num, args.seed, fn, problem.shape, batch_size=args.batch_size, dtype=torch.float64,
-                 progress=not args.no_progress, **kwargs)
+                 progress=not args.no_progress, **fkw)
     wall = time.perf_counter() - t0
     x = res.samples.reshape(args.num, -1).numpy()
     if not np.isfinite(x).all():
@@ -227,14 +266,101 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _sample_workdir(args, out: Path) -> int:
+    import numpy as np
+
+    from .checkpoint import CheckpointError
+    from .train import model_from_workdir, sample_from, save_samples_picture, to_unit_range
+
+    for k in ("sde", "sigma_min", "sigma_max", "beta_min", "beta_max", "eps"):
+        if getattr(args, k) is not None:
+            raise CLIError(f"scoresde sample: --{k.replace('_', '-')} comes from the trained model's config "
+                           "with --workdir")
+    try:
+        model, cfg, shape, step = model_from_workdir(args.workdir, trust=args.trust_checkpoint)
+    except CheckpointError as e:
+        raise CLIError(f"scoresde sample: {e}") from None
+    kwargs = _sampler_kwargs(args, cfg.sde.name)
+    if args.steps is None and kwargs["sampler"] == "pc":
+        kwargs["steps"] = cfg.sampling.steps
+    if args.corrector is None and kwargs["sampler"] == "pc":
+        kwargs["corrector"] = cfg.sampling.corrector
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    res = sample_from(model, cfg, shape, args.num, seed=args.seed, progress=not args.no_progress,
+                      batch_size=min(args.batch_size, 256), **kwargs)
+    wall = time.perf_counter() - t0
+    x = res.samples.float().cpu()
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, samples=x.numpy(), nfe=np.int64(res.nfe), seed=np.int64(args.seed), step=np.int64(step))
+    os.replace(tmp, out)
+    line = f"wrote {out} ({args.num} samples from step {step}, {_describe(args, kwargs)}, NFE {res.nfe}, {wall:.1f} s)"
+    if not args.no_plot:
+        png = out.with_suffix(".png")
+        save_samples_picture(x, png, cfg, title=f"NFE {res.nfe}")
+        line += f"\nplot: {png}"
+    print(line)
+    return 0
+
+
 def _describe(args, kw) -> str:
-    if args.sampler == "pc":
-        p = args.predictor or "reverse_diffusion"
-        c = args.corrector or "langevin"
-        return f"pc {p}+{c} {kw['steps']} steps"
+    if kw["sampler"] == "pc":
+        return f"pc {kw['predictor']}+{kw['corrector']} {kw['steps']} steps"
     if kw["method"] == "dopri5":
         return f"ode dopri5 rtol={kw['rtol']:g} atol={kw['atol']:g}"
     return f"ode {kw['method']} {kw['steps']} steps"
+
+
+def cmd_train(args) -> int:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError, load_config
+    from .train import Trainer, TrainingError
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as e:
+        raise CLIError(f"scoresde train: {e}") from None
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        if world > 1:
+            import torch.distributed as dist
+
+            import torch
+
+            backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+            device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if backend == "nccl" else "cpu")
+        else:
+            device = args.device
+        trainer = Trainer(cfg, args.workdir, device=device, rank=rank, world_size=world,
+                          progress=not args.no_progress)
+        start = trainer.step
+        if rank == 0 and start:
+            print(f"resuming from step {start} ({args.workdir}/checkpoints)")
+        t0 = time.perf_counter()
+        last = trainer.train()
+        wall = time.perf_counter() - t0
+        if rank == 0:
+            grid = Path(args.workdir) / "samples.png"
+            trainer.sample_grid(grid)
+            done = trainer.step - start
+            print(f"trained steps {start}..{trainer.step} in {wall:.0f} s "
+                  f"({done * cfg.training.batch_size / max(wall, 1e-9):.0f} items/s), last loss "
+                  f"{last.get('loss', float('nan')):.4f}; samples: {grid}")
+    except (ConfigError, TrainingError, CheckpointError) as e:
+        raise CLIError(f"scoresde train: {e}") from None
+    except _data_error() as e:
+        raise CLIError(f"scoresde train: {e}") from None
+    return 0
+
+
+def _data_error():
+    try:
+        from .data import DataError
+
+        return DataError
+    except ImportError:  # pragma: no cover
+        return ()
 
 
 def cmd_problems(args) -> int:
@@ -257,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if os.environ.get("SCORESDE_THREADS"):
             torch.set_num_threads(int(os.environ["SCORESDE_THREADS"]))
-        return {"sample": cmd_sample, "problems": cmd_problems}[args.command](args)
+        return {"sample": cmd_sample, "problems": cmd_problems, "train": cmd_train}[args.command](args)
     except CLIError as e:
         print(str(e), file=sys.stderr)
         return 2

@@ -39,12 +39,15 @@ def sample(model: ScoreModel, num: int, seed: int, sampler: Callable[..., Sample
            start_index: int = 0, **kwargs: Any) -> SampleResult:
     """Draw ``num`` samples in batches; sample i uses the per-sample seed (seed, start_index + i).
 
+    The result's ``nfe`` is the number of network evaluations per sample (the most any batch spent);
+    ``info["total_calls"]`` counts all batched calls.
+
     ``sampler(model, x_T, noise, **kwargs)`` is any sampler of :mod:`scoresde.samplers`; x_T is
     drawn from the SDE's prior with the first draw of each sample's stream.
     """
     if num < 1 or batch_size < 1:
         raise ValueError("num and batch_size must be >= 1")
-    outs, nfe, per_sample, infos = [], 0, [], []
+    outs, nfe, per_sample, infos, batch_nfe = [], 0, [], [], []
     for lo in range(0, num, batch_size):
         idx = range(start_index + lo, start_index + min(lo + batch_size, num))
         noise = NoiseSource(seed, shape, idx, dtype=dtype, device=device)
@@ -52,8 +55,11 @@ def sample(model: ScoreModel, num: int, seed: int, sampler: Callable[..., Sample
         res = sampler(model, x, noise, **kwargs)
         outs.append(res.samples)
         nfe += res.nfe
+        batch_nfe.append(res.nfe)
         if res.nfe_per_sample is not None:
             per_sample.append(res.nfe_per_sample)
         infos.append(res.info)
-    return SampleResult(torch.cat(outs), nfe, torch.cat(per_sample) if per_sample else None,
-                        {"batches": infos})
+    # NFE per sample path: the largest batch's count (batches of one run spend the same, up to the
+    # adaptive solvers); the total number of batched network calls goes in info
+    return SampleResult(torch.cat(outs), max(batch_nfe), torch.cat(per_sample) if per_sample else None,
+                        {"batches": infos, "total_calls": nfe})

@@ -1,0 +1,258 @@
+"""Training: Adam with warm-up and clipping, EMA, atomic checkpoints with resume, CSV logs, DDP.
+
+A training step is a pure function of (weights, optimiser state, step): the batch indices come
+from a per-epoch permutation seeded by (seed, epoch) and the loss draws from a generator seeded
+by (seed, step), both for the *global* batch. So a run killed and resumed from its newest
+checkpoint continues exactly as the uninterrupted run, and a DDP run whose ranks each take their
+slice of the global batch matches one process on the union batch.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import Config, build_loss, build_model, build_net, build_sde, config_from_dict, config_to_dict
+from .ema import EMA
+from .losses import draw
+
+__all__ = ["TrainingError", "Trainer", "load_training_data", "model_from_workdir"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, incompatible checkpoint)."""
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint32)[0])
+
+
+def load_training_data(cfg: Config, split: str = "train") -> Tensor:
+    """The training tensor (N, *shape), float32: images scaled as the config says, or 2-D points."""
+    from . import data
+
+    d = cfg.data
+    x, _ = data.get_dataset(d.dataset, root=d.root, split=split, resolution=d.resolution, channels=d.channels,
+                            n=d.num_points, seed=0)  # fixed: the held-out split is the same for every run
+    x = x.float()
+    return data.scale(x, d.scale) if x.ndim == 4 else x
+
+
+class Trainer:
+    """Trains the network of a config in ``workdir``, resuming from its newest checkpoint."""
+
+    def __init__(self, cfg: Config, workdir: str | Path, data: Tensor | None = None, device: str | None = None,
+                 rank: int = 0, world_size: int = 1, progress: bool = True):
+        self.cfg, self.workdir = cfg, Path(workdir)
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.progress = progress and rank == 0
+        self.data = load_training_data(cfg) if data is None else data
+        tc = cfg.training
+        if self.data.shape[0] < tc.batch_size:
+            raise TrainingError(f"the data set has {self.data.shape[0]} items, fewer than training.batch_size "
+                                f"{tc.batch_size}")
+        if tc.batch_size % world_size:
+            raise TrainingError(f"training.batch_size {tc.batch_size} is not divisible by {world_size} processes")
+        self.shape = tuple(self.data.shape[1:])
+        self.sde = build_sde(cfg.sde)
+        torch.manual_seed(_seed(tc.seed, 1))
+        self.net = build_net(cfg.model, self.shape).to(self.device)
+        self.ema = EMA(self.net, tc.ema_rate, tc.ema_warmup)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.loss_fn, self.loss_kw = build_loss(tc, cfg.sde.name)
+        self.step = 0
+        self.ddp_net: nn.Module = self.net
+        if world_size > 1:
+            self.ddp_net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.model = build_model(cfg, self.ddp_net, self.sde)
+        ckpt = latest_checkpoint(self.ckpt_dir)
+        if ckpt is not None:
+            self.resume(ckpt)
+
+    # ---- state ---------------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.workdir / "checkpoints"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "model": self.net.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.opt.state_dict(), "config": config_to_dict(self.cfg),
+                "data_shape": list(self.shape)}
+
+    def resume(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            self.net.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise TrainingError(f"checkpoint {path} does not fit this config's network: "
+                                f"{str(e).splitlines()[0]}") from None
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+    def save(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        return save_checkpoint(self.state_dict(), self.ckpt_dir, self.step, self.cfg.training.keep_checkpoints)
+
+    # ---- one step ------------------------------------------------------------------------------
+    def batch_indices(self, step: int) -> Tensor:
+        """Global batch of ``step``: a slice of the permutation of epoch step // batches_per_epoch."""
+        n, b = self.data.shape[0], self.cfg.training.batch_size
+        per_epoch = n // b
+        epoch, j = divmod(step, per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.cfg.training.seed, 2, epoch)))
+        return perm[j * b:(j + 1) * b]
+
+    def lr_at(self, step: int) -> float:
+        tc = self.cfg.training
+        return tc.lr * min(1.0, (step + 1) / tc.warmup) if tc.warmup > 0 else tc.lr
+
+    def train_step(self) -> dict[str, float]:
+        tc = self.cfg.training
+        g = torch.Generator().manual_seed(_seed(tc.seed, 3, self.step))
+        x0 = self.data[self.batch_indices(self.step)]
+        if self.cfg.data.random_flip and x0.ndim == 4:
+            flip = torch.rand(x0.shape[0], generator=g) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        u, noise = draw(x0, g)
+        lo = self.rank * (x0.shape[0] // self.world_size)
+        hi = lo + x0.shape[0] // self.world_size
+        x0, u, noise = x0[lo:hi].to(self.device), u[lo:hi].to(self.device), noise[lo:hi].to(self.device)
+        torch.manual_seed(_seed(tc.seed, 4, self.step, self.rank))  # dropout
+        self.net.train()
+        use_amp = tc.amp and self.device.type == "cuda"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = self.loss_fn(self.model, x0, u, noise, **self.loss_kw)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss ({float(loss)}) at step {self.step}: lower training.lr, "
+                                f"check the data scaling, or resume from an earlier checkpoint")
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        self.opt.step()
+        self.ema.update(self.net)
+        self.step += 1
+        loss_value = loss.detach()
+        if self.world_size > 1:
+            torch.distributed.all_reduce(loss_value)
+            loss_value /= self.world_size
+        return {"loss": float(loss_value), "grad_norm": float(grad_norm), "lr": self.lr_at(self.step - 1)}
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def train(self, n_iters: int | None = None) -> dict[str, float]:
+        """Train until step ``n_iters`` (default: the config's), checkpointing and logging on the way."""
+        from tqdm.auto import tqdm
+
+        tc = self.cfg.training
+        total = tc.n_iters if n_iters is None else n_iters
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self._write_config()
+        log_path = self.workdir / "log.csv"
+        new_log = not log_path.exists()
+        last: dict[str, float] = {}
+        t0, s0 = time.perf_counter(), self.step
+        with open(log_path, "a", newline="") if self.rank == 0 else open(os.devnull, "w") as f, \
+                tqdm(total=total, initial=self.step, disable=not self.progress, desc="train",
+                     dynamic_ncols=True) as bar:
+            writer = csv.writer(f)
+            if new_log:
+                writer.writerow(["step", "loss", "grad_norm", "lr", "items_per_s", "wall_s"])
+            while self.step < total:
+                last = self.train_step()
+                bar.update()
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                if self.step % tc.log_every == 0 or self.step == total:
+                    el = time.perf_counter() - t0
+                    ips = (self.step - s0) * tc.batch_size / max(el, 1e-9)
+                    writer.writerow([self.step, f"{last['loss']:.6g}", f"{last['grad_norm']:.4g}",
+                                     f"{last['lr']:.4g}", f"{ips:.1f}", f"{el:.1f}"])
+                    f.flush()
+                if self.step % tc.snapshot_every == 0 or self.step == total:
+                    self.save()
+                if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0:
+                    self.sample_grid(self.workdir / "samples" / f"step_{self.step}.png")
+        return last
+
+    def _write_config(self) -> None:
+        import yaml
+
+        path = self.workdir / "config.yaml"
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+        os.replace(tmp, path)
+
+    def ema_model(self):
+        """The score model with the EMA weights, in eval mode."""
+        net = self.ema.copy_to(self.net).eval()
+        return build_model(self.cfg, net, self.sde)
+
+    def sample_grid(self, path: Path, num: int | None = None) -> Tensor:
+        """Sample with the EMA weights and the config's sampler; write a PNG grid (images) or scatter (points)."""
+        samples = sample_from(self.ema_model(), self.cfg, self.shape, num or self.cfg.sampling.num, progress=False)
+        save_samples_picture(samples.samples, path, self.cfg, title=f"step {self.step}, NFE {samples.nfe}")
+        return samples.samples
+
+
+def sample_from(model, cfg: Config, shape: tuple[int, ...], num: int, seed: int | None = None,
+                progress: bool = True, batch_size: int = 256, **overrides: Any):
+    """Sample a trained model with the config's sampler (keyword overrides win)."""
+    from .cli import sampler_from_options
+
+    sc = cfg.sampling
+    opts = dict(sampler=sc.sampler, predictor=sc.predictor, corrector=sc.corrector, snr=sc.snr,
+                n_corrector=sc.n_corrector, steps=sc.steps, method=sc.method, rtol=sc.rtol, atol=sc.atol)
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    fn, kwargs = sampler_from_options(**opts)
+    from .samplers import sample
+
+    device = next(model.net.parameters()).device if isinstance(model.net, nn.Module) else "cpu"
+    with torch.no_grad():
+        return sample(model, num, sc.seed if seed is None else seed, fn, shape, batch_size=batch_size,
+                      device=device, progress=progress, **kwargs)
+
+
+def to_unit_range(x: Tensor, scale: str) -> Tensor:
+    """Data-space images back to [0, 1]."""
+    return ((x + 1) / 2 if scale == "[-1,1]" else x).clamp(0, 1)
+
+
+def save_samples_picture(x: Tensor, path: Path, cfg: Config, title: str = "") -> None:
+    from .plotting import save_image_grid, scatter_plot
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if x.ndim == 4:
+        save_image_grid(to_unit_range(x.float().cpu(), cfg.data.scale).numpy(), path)
+    else:
+        scatter_plot(x.cpu().numpy(), path, title=title)
+
+
+def model_from_workdir(workdir: str | Path, device: str | None = None, use_ema: bool = True, trust: bool = False):
+    """(score model, config, data shape, step) from the newest checkpoint of a training workdir."""
+    from .checkpoint import CheckpointError
+
+    workdir = Path(workdir)
+    ckpt = latest_checkpoint(workdir / "checkpoints")
+    if ckpt is None:
+        raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'} (train first: scoresde train --workdir {workdir})")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(ckpt, map_location=dev, trust=trust)
+    cfg = config_from_dict(state["config"])
+    shape = tuple(int(s) for s in state["data_shape"])
+    net = build_net(cfg.model, shape).to(dev)
+    net.load_state_dict(state["ema"]["shadow"] if use_ema else state["model"])
+    net.eval()
+    return build_model(cfg, net, build_sde(cfg.sde)), cfg, shape, int(state["step"])
