@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,9 @@ import torch
 import scoresde as s
 from scoresde.cli import main
 from scoresde.samplers import ode_sample, pc_sample, sample
+
+
+TOY_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "toy_gmm.yaml")
 
 
 def run(capsys, *argv):
@@ -102,3 +106,22 @@ def test_help_teaches(capsys):
     for word in ["--predictor", "euler_maruyama", "ancestral_sampling", "--corrector", "langevin", "--snr",
                  "--method", "dopri5", "examples:", "weights"]:
         assert word in out
+
+
+def test_train_then_sample_workdir(tmp_path, capsys):
+    w = tmp_path / "run"
+    code, out, err = run(capsys, "train", "--config", TOY_CONFIG, "--workdir", str(w), "--no-progress",
+                         "--set", "training.n_iters=30", "--set", "training.snapshot_every=10",
+                         "--set", "sampling.num=32", "--set", "sampling.steps=10")
+    assert code == 0, err
+    assert (w / "checkpoints" / "ckpt_30.pt").exists() and (w / "samples.png").exists()
+    code, out, err = run(capsys, "train", "--config", TOY_CONFIG, "--workdir", str(w), "--no-progress",
+                         "--set", "training.n_iters=40", "--set", "training.snapshot_every=10",
+                         "--set", "sampling.num=32", "--set", "sampling.steps=10")
+    assert code == 0 and "resuming from step 30" in out
+    f = tmp_path / "s.npz"
+    code, out, err = run(capsys, "sample", "--workdir", str(w), "--num", "20", "--steps", "15", "--out", str(f),
+                         "--no-progress", "--predictor", "euler_maruyama", "--corrector", "none")
+    assert code == 0, err
+    data = np.load(f)
+    assert data["samples"].shape == (20, 2) and int(data["nfe"]) == 15 and int(data["step"]) == 40
