@@ -283,8 +283,10 @@ def _sample_workdir(args, out: Path) -> int:
     kwargs = _sampler_kwargs(args, cfg.sde.name)
     if args.steps is None and kwargs["sampler"] == "pc":
         kwargs["steps"] = cfg.sampling.steps
-    if args.corrector is None and kwargs["sampler"] == "pc":
-        kwargs["corrector"] = cfg.sampling.corrector
+    if kwargs["sampler"] == "pc":  # the trained config's sampler settings are the defaults
+        for k in ("predictor", "corrector", "snr", "n_corrector"):
+            if getattr(args, k) is None:
+                kwargs[k] = getattr(cfg.sampling, k)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = sample_from(model, cfg, shape, args.num, seed=args.seed, progress=not args.no_progress,
