@@ -23,11 +23,6 @@ def slope(ns, errs) -> float:
     return float(np.polyfit(np.log(ns), np.log(errs), 1)[0])
 
 
-class _ZeroNoise:
-    def draw(self):
-        raise AssertionError("not used")
-
-
 def propagate_moments(model, predictor, grid, m0, v0):
     """Exact mean/variance of a 1-D affine sampler step chain, using the predictor itself.
 
@@ -42,7 +37,7 @@ def propagate_moments(model, predictor, grid, m0, v0):
         t = grid[i].expand(4)
         out, _ = predictor(model, x, t, grid[i + 1].expand(4), z)
         out = out[:, 0]
-        a, b, c = out[2] - out[1], out[1], out[3] - out[1]
+        a, c = out[2] - out[1], out[3] - out[1]
         m, v = out[0], a**2 * v + c**2
     return float(m), float(v)
 

@@ -270,7 +270,7 @@ def _sample_workdir(args, out: Path) -> int:
     import numpy as np
 
     from .checkpoint import CheckpointError
-    from .train import model_from_workdir, sample_from, save_samples_picture, to_unit_range
+    from .train import model_from_workdir, sample_from, save_samples_picture
 
     for k in ("sde", "sigma_min", "sigma_max", "beta_min", "beta_max", "eps"):
         if getattr(args, k) is not None:

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._tensor import as_time, like
+from ._tensor import as_time
 from .parameterization import ScoreModel
 from .sde import SDE
 

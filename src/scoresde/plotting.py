@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 __all__ = ["scatter_plot", "image_grid", "save_image_grid"]
 
