@@ -127,3 +127,111 @@ def test_overrides_and_yaml(tmp_path):
     f.write_text("training: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(f)
+
+
+def test_tensorboard_gets_the_logged_scalars_and_sample_grids(tmp_path, monkeypatch):
+    import scoresde.train as train_mod
+
+    class Recorder:
+        def __init__(self):
+            self.scalars, self.images, self.closed = {}, [], False
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.setdefault(tag, []).append((step, float(value)))
+
+        def add_images(self, tag, images, step):
+            self.images.append((tag, step, images))
+
+        def close(self):
+            self.closed = True
+
+    rec = Recorder()
+    monkeypatch.setattr(train_mod, "_tensorboard_writer", lambda logdir: rec)
+    cfg = _cfg(training={"n_iters": 6, "log_every": 2})
+    Trainer(cfg, tmp_path, progress=False).train()
+    rows = [r.split(",") for r in (tmp_path / "log.csv").read_text().strip().splitlines()[1:]]
+    assert [s for s, _ in rec.scalars["train/loss"]] == [int(r[0]) for r in rows] == [2, 4, 6]
+    for (_, v), r in zip(rec.scalars["train/loss"], rows):
+        assert abs(v - float(r[1])) <= 1e-5 * abs(v)
+    assert rec.closed
+    # tensorboard: false switches it off
+    rec2 = Recorder()
+    monkeypatch.setattr(train_mod, "_tensorboard_writer", lambda logdir: rec2)
+    Trainer(_cfg(training={"n_iters": 2, "tensorboard": False}), tmp_path / "off", progress=False).train()
+    assert rec2.scalars == {}
+
+
+def test_sample_grids_are_written_periodically_in_unit_range(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import scoresde.train as train_mod
+
+    images = []
+
+    class Recorder:
+        def add_scalar(self, *a):
+            pass
+
+        def add_images(self, tag, x, step):
+            images.append((step, x))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(train_mod, "_tensorboard_writer", lambda logdir: Recorder())
+    x = torch.rand(64, 1, 8, 8) * 2 - 1  # tiny "images" in [-1, 1]
+    cfg = _cfg(data={"dataset": "digits"}, training={"n_iters": 4, "sample_every": 2, "batch_size": 16},
+               model={"arch": "unet", "kwargs": {"nf": 8, "ch_mult": [1], "num_res_blocks": 1,
+                                                 "attn_resolutions": [], "image_size": 8, "max_groups": 4}},
+               sampling={"steps": 3, "num": 4})
+    Trainer(cfg, tmp_path, data=x, progress=False).train()
+    pngs = sorted(p.name for p in (tmp_path / "samples").glob("*.png"))
+    assert pngs == ["step_2.png", "step_4.png"]
+    assert np.asarray(Image.open(tmp_path / "samples" / "step_2.png")).ndim >= 2
+    assert [s for s, _ in images] == [2, 4]
+    assert all(float(im.min()) >= 0 and float(im.max()) <= 1 and im.shape == (4, 1, 8, 8) for _, im in images)
+
+
+def test_kill_9_mid_run_then_restart_continues_exactly(tmp_path):
+    """SIGKILL a CLI training run after its first checkpoints, start it again: it resumes from the newest
+    checkpoint and ends with the same weights, bit for bit, as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sets = ["data.dataset=gmm", "data.num_points=4096", "model.arch=mlp", "model.kwargs={width: 256, depth: 3}",
+            "training.batch_size=256", "training.n_iters=240", "training.snapshot_every=20", "training.warmup=5",
+            "sampling.steps=2", "sampling.num=4", "training.tensorboard=false"]
+
+    def cmd(workdir):
+        args = [sys.executable, "-m", "scoresde.cli", "train", "--workdir", str(workdir), "--no-progress",
+                "--device", "cpu"]
+        for s in sets:
+            args += ["--set", s]
+        return args
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(ckpts.glob("ckpt_*.pt"))) < 2:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.skip("the run finished before it could be killed")
+    killed_at = max(s for s, _ in list_checkpoints(ckpts))
+    assert 0 < killed_at < 240
+    r = subprocess.run(cmd(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resuming from step {killed_at}" in r.stdout
+    r = subprocess.run(cmd(tmp_path / "clean"), env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = load_checkpoint(tmp_path / "killed" / "checkpoints" / "ckpt_240.pt")
+    b = load_checkpoint(tmp_path / "clean" / "checkpoints" / "ckpt_240.pt")
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+        torch.testing.assert_close(a["ema"]["shadow"][k], b["ema"]["shadow"][k], rtol=0, atol=0, msg=k)

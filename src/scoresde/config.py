@@ -72,6 +72,7 @@ class TrainingConfig:
     snapshot_every: int = 500       # checkpoint period (steps)
     keep_checkpoints: int = 3
     sample_every: int = 0           # sample-grid period (0: only at the end)
+    tensorboard: bool = True        # also log to workdir/tensorboard when the tensorboard package is installed
 
 
 @dataclass

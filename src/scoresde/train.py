@@ -31,6 +31,15 @@ class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, incompatible checkpoint)."""
 
 
+def _tensorboard_writer(logdir: Path):
+    """A TensorBoard SummaryWriter when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(logdir))
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint32)[0])
 
@@ -165,6 +174,7 @@ class Trainer:
         new_log = not log_path.exists()
         last: dict[str, float] = {}
         t0, s0 = time.perf_counter(), self.step
+        tb = _tensorboard_writer(self.workdir / "tensorboard") if self.rank == 0 and tc.tensorboard else None
         with open(log_path, "a", newline="") if self.rank == 0 else open(os.devnull, "w") as f, \
                 tqdm(total=total, initial=self.step, disable=not self.progress, desc="train",
                      dynamic_ncols=True) as bar:
@@ -181,10 +191,18 @@ class Trainer:
                     writer.writerow([self.step, f"{last['loss']:.6g}", f"{last['grad_norm']:.4g}",
                                      f"{last['lr']:.4g}", f"{ips:.1f}", f"{el:.1f}"])
                     f.flush()
+                    if tb is not None:
+                        for key in ("loss", "grad_norm", "lr"):
+                            tb.add_scalar(f"train/{key}", last[key], self.step)
+                        tb.add_scalar("train/items_per_s", ips, self.step)
                 if self.step % tc.snapshot_every == 0 or self.step == total:
                     self.save()
                 if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0:
-                    self.sample_grid(self.workdir / "samples" / f"step_{self.step}.png")
+                    grid = self.sample_grid(self.workdir / "samples" / f"step_{self.step}.png")
+                    if tb is not None and grid.ndim == 4:
+                        tb.add_images("samples", to_unit_range(grid.float().cpu(), self.cfg.data.scale), self.step)
+        if tb is not None:
+            tb.close()
         return last
 
     def _write_config(self) -> None:
