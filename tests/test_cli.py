@@ -74,6 +74,12 @@ def test_sample_json_mixture_with_ode(tmp_path, capsys):
     (["train", "--workdir", "w", "--config", "missing.yaml"], "config file not found"),
     (["train", "--workdir", "w", "--set", "model.arch=mlp", "--set", "model.kwargs={bogus: 1}"], "unknown argument"),
     (["sample", "--problem", "MISSING.json", "--out", "x.npz"], "not found"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "seeds3", "--snr", "0.1"], "--snr does not apply"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ggf", "--steps", "5"], "--steps does not apply"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "seeds2", "--eta", "1.5"], "--eta must lie"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "edm", "--eta", "0.5"], "--eta does not apply"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ode", "--no-denoise"], "--denoise/--no-denoise"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "fast"], "invalid choice"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -125,3 +131,51 @@ def test_train_then_sample_workdir(tmp_path, capsys):
     assert code == 0, err
     data = np.load(f)
     assert data["samples"].shape == (20, 2) and int(data["nfe"]) == 15 and int(data["step"]) == 40
+
+
+@pytest.mark.parametrize("argv,fn,kw,nfe", [
+    (["--sampler", "seeds3", "--steps", "6"], "seeds", {"order": 3, "steps": 6, "eta": 1.0}, 18),
+    (["--sampler", "seeds1", "--steps", "8", "--eta", "0.5", "--grid", "time", "--denoise"], "seeds",
+     {"order": 1, "steps": 8, "eta": 0.5, "grid": "time", "denoise": True}, 9),
+    (["--sampler", "etd2", "--steps", "5", "--form", "noise"], "etd_erk", {"order": 2, "steps": 5, "prediction": "noise"},
+     10),
+    (["--sampler", "dpmpp2m", "--steps", "7"], "dpmpp_2m", {"steps": 7}, 7),
+    (["--sampler", "ddim", "--steps", "7", "--eta", "1"], "ddim", {"steps": 7, "eta": 1.0}, 7),
+    (["--sampler", "edm", "--steps", "5", "--s-churn", "10"], "edm_heun", {"steps": 5, "S_churn": 10.0, "grid": "edm"},
+     None),
+    (["--sampler", "ggf", "--rtol", "0.1", "--noise-mode", "fresh"], "ggf_sample",
+     {"rtol": 0.1, "noise_mode": "fresh"}, None),
+])
+def test_fast_samplers_from_the_cli_match_the_library(argv, fn, kw, nfe, tmp_path, capsys):
+    out = tmp_path / "f.npz"
+    code, stdout, err = run(capsys, "sample", "--problem", "gmm8", "--sde", "vp", "--num", "40", "--seed", "3",
+                            "--batch-size", "16", "--out", str(out), "--no-progress", "--no-plot", *argv)
+    assert code == 0, err
+    data = np.load(out)
+    model = s.ExactScoreModel(s.load_problem("gmm8"), s.VPSDE())
+    ref = sample(model, 40, 3, getattr(s.samplers, fn), (2,), dtype=torch.float64, batch_size=16, **kw)
+    np.testing.assert_array_equal(data["samples"], ref.samples.numpy())
+    assert int(data["nfe"]) == ref.nfe and f"NFE {ref.nfe}" in stdout
+    if nfe is not None:
+        assert ref.nfe == nfe
+    assert "mode-weight TV" in stdout
+
+
+def test_sample_workdir_with_another_sampler(tmp_path, capsys):
+    w = tmp_path / "run"
+    code, out, err = run(capsys, "train", "--config", TOY_CONFIG, "--workdir", str(w), "--no-progress",
+                         "--set", "training.n_iters=10", "--set", "sampling.num=8", "--set", "sampling.sampler=seeds2",
+                         "--set", "sampling.steps=4")
+    assert code == 0, err
+    f = tmp_path / "s.npz"
+    # the config's sampler (seeds2, 4 steps) by default ...
+    code, out, err = run(capsys, "sample", "--workdir", str(w), "--num", "8", "--out", str(f), "--no-progress")
+    assert code == 0 and int(np.load(f)["nfe"]) == 8 and "seeds2 4 steps" in out, out + err
+    # ... and any other sampler on the command line
+    code, out, err = run(capsys, "sample", "--workdir", str(w), "--num", "8", "--out", str(f), "--no-progress",
+                         "--sampler", "etd3", "--steps", "3")
+    assert code == 0 and int(np.load(f)["nfe"]) == 9, err
+    code, out, err = run(capsys, "sample", "--workdir", str(w), "--num", "8", "--out", str(f), "--no-progress",
+                         "--sampler", "ggf", "--rtol", "0.2")
+    data = np.load(f)
+    assert code == 0 and np.isfinite(data["samples"]).all() and int(data["nfe"]) >= 3, err

@@ -6,10 +6,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-__all__ = ["main", "CLIError"]
+__all__ = ["CLIError", "main"]
 
 EPILOG_SAMPLE = """\
 examples:
@@ -35,6 +36,36 @@ examples:
 """
 
 
+EPILOG_LIKELIHOOD = """\
+examples:
+  scoresde likelihood --workdir runs/mnist --split test --num 100 --repeats 2
+  scoresde likelihood --problem gmm8 --sde vp --num 500 --seed 0 --out out/gmm8_logp.npz
+  scoresde likelihood --problem mixture.json --sde ve --data points.npy --out out/logp.npz
+  scoresde likelihood --problem gmm64 --sde subvp --divergence hutchinson --probe gaussian --probes 4 \\
+      --num 200 --out out/gmm64_logp.npz
+
+log p_eps(x) (nats) = log p_T(x_T) + int_eps^T div f~ dt along the probability-flow ODE (dopri5).
+With --workdir on images: bits/dim of uniformly dequantised held-out images, averaged over
+--repeats dequantisation draws, +- the standard error across images (offset 8 bits for [0,1]
+data, 7 for data centred to [-1,1]). With --problem: per-point `logp` (nats) and `nfe` in the
+.npz, compared with the closed-form log-density of the marginal at eps. --data takes an (N, d)
+.npy, or an .npz holding `samples` (the output of `scoresde sample`).
+Divergence: exact (one backward pass per dimension; the default for points of up to 64 dims) or
+Hutchinson-Skilling with --probes probes per point, fixed for the solve; point i's probes come
+from the per-sample seed (--seed, i), whatever --batch-size.
+"""
+
+EPILOG_ENCODE = """\
+examples:
+  scoresde encode --problem gmm8 --sde vp --num 200 --out out/latents.npz
+  scoresde encode --workdir runs/mnist --split test --num 16 --rtol 1e-6 --atol 1e-6 --out out/mnist_latents.npz
+
+Encodes data (at t = eps) to latents at T along the probability-flow ODE, decodes them back and
+reports the round-trip error max_i |x_i - decode(encode(x))_i|. The .npz holds `latents`,
+`reconstruction`, `error` (per point), `nfe_encode` and `nfe_decode`.
+"""
+
+
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
@@ -45,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _sde_names() -> dict[str, Callable[..., Any]]:
-    from .sde import SubVPSDE, VESDE, VPSDE
+    from .sde import VESDE, VPSDE, SubVPSDE
 
     return {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
 
@@ -118,18 +149,37 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    smp = s.add_argument_group("sampler")
-    smp.add_argument("--sampler", choices=["pc", "ode"], default="pc", help="predictor-corrector or probability-flow ODE")
-    smp.add_argument("--steps", type=_positive(int), help="pc: predictor steps (default 1000); ode: fixed-step count "
-                                                          "(default 100)")
-    smp.add_argument("--predictor", choices=list(_predictors()), help="pc predictor (default reverse_diffusion)")
-    smp.add_argument("--corrector", choices=list(_correctors()), help="pc corrector (default langevin)")
-    smp.add_argument("--snr", type=_positive(float), help="pc corrector signal-to-noise ratio (default 0.16 VE, 0.01 VP)")
-    smp.add_argument("--n-corrector", type=_nonneg_int, help="pc corrector steps per predictor step (default 1)")
-    smp.add_argument("--no-denoise", action="store_true", help="pc: keep the last step's noise (no final noise removal)")
-    smp.add_argument("--method", choices=["dopri5", "euler", "heun", "rk4"], help="ode solver (default dopri5)")
-    smp.add_argument("--rtol", type=_positive(float), help="ode dopri5 relative tolerance (default 1e-5)")
-    smp.add_argument("--atol", type=_positive(float), help="ode dopri5 absolute tolerance (default 1e-5)")
+    smp = s.add_argument_group("sampler (options apply to the samplers named in brackets)")
+    smp.add_argument("--sampler", choices=SAMPLERS,
+                     help="pc: predictor-corrector; ode: probability-flow ODE; seeds1/2/3: SEEDS exponential SDE "
+                          "solvers; etd1/2/3: exponential ODE solvers (DPM-Solver++ singlestep); dpmpp2m; ddim; "
+                          "edm: EDM Heun (+churn); ggf: Gotta Go Fast adaptive SDE solver (default pc; with --workdir the "
+                          "trained config's sampler)")
+    smp.add_argument("--steps", type=_positive(int), help="[all but ggf] number of steps (default pc 1000, "
+                                                          "fixed-step ode 100, fast samplers 20, edm 18)")
+    smp.add_argument("--predictor", choices=list(_predictors()), help="[pc] predictor (default reverse_diffusion)")
+    smp.add_argument("--corrector", choices=list(_correctors()), help="[pc] corrector (default langevin)")
+    smp.add_argument("--snr", type=_positive(float), help="[pc] corrector signal-to-noise ratio (default 0.16 VE, 0.01 VP)")
+    smp.add_argument("--n-corrector", type=_nonneg_int, help="[pc] corrector steps per predictor step (default 1)")
+    smp.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None,
+                     help="[pc, ggf, fast samplers] final Tweedie denoise at eps, one NFE (default: on for pc and "
+                          "ggf, off for the exponential / edm samplers)")
+    smp.add_argument("--method", choices=["dopri5", "euler", "heun", "rk4"], help="[ode] solver (default dopri5)")
+    smp.add_argument("--rtol", type=_positive(float), help="[ode dopri5, ggf] relative tolerance "
+                                                           "(default ode 1e-5, ggf 0.05)")
+    smp.add_argument("--atol", type=_positive(float), help="[ode dopri5, ggf] absolute tolerance "
+                                                           "(default ode 1e-5, ggf 0.0078 = 2/255)")
+    smp.add_argument("--grid", choices=["logsnr", "time", "quadratic", "edm"],
+                     help="[seeds*, etd*, dpmpp2m, ddim, edm] time grid (default logsnr; edm: edm rho=7)")
+    smp.add_argument("--eta", type=float, help="[seeds*, ddim] noise level from 0 (ODE) to 1 (reverse SDE) "
+                                               "(default seeds 1, ddim 0)")
+    smp.add_argument("--form", choices=["data", "noise"], help="[seeds*, etd*] data- or noise-prediction form "
+                                                               "(default data)")
+    smp.add_argument("--s-churn", type=float, help="[edm] EDM's S_churn (default 0: deterministic Heun)")
+    smp.add_argument("--noise-mode", choices=["bridge", "fresh"],
+                     help="[ggf] a rejected step is retried on the Brownian bridge of the drawn increment "
+                          "(bridge, default: unbiased) or with fresh noise (the paper; biases the samples)")
+    smp.add_argument("--norm", choices=["l2_scaled", "l2", "linf"], help="[ggf] error norm (default l2_scaled)")
 
     t = sub.add_parser("train", help="train a score model (resumes when the workdir holds a checkpoint)",
                        description="Train a score network with denoising score matching. Resumes from the newest "
@@ -142,9 +192,62 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
 
+    lk = sub.add_parser("likelihood", help="log-likelihood / bits-per-dim through the probability-flow ODE",
+                        description="Exact log-likelihoods through the probability-flow ODE (Song et al. 2021, "
+                                    "eq. 39): bits/dim of a trained model on held-out images (--workdir), or "
+                                    "per-point log-densities under an exact-score problem (--problem).",
+                        epilog=EPILOG_LIKELIHOOD, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_flow_arguments(lk, "FILE.npz", "optional .npz for per-point logp (nats), nfe (and bpd with --workdir)")
+    lk.add_argument("--repeats", type=_positive(int),
+                    help="--workdir images: dequantisation draws averaged per image (default 1)")
+    div = lk.add_argument_group("divergence")
+    div.add_argument("--divergence", choices=["exact", "hutchinson"],
+                     help="exact (autograd, one backward pass per dimension) or hutchinson "
+                          "(default: hutchinson for images, exact for points of up to 64 dimensions)")
+    div.add_argument("--probe", choices=["gaussian", "rademacher"], help="hutchinson probe law (default rademacher)")
+    div.add_argument("--probes", type=_positive(int), help="hutchinson probes per point, fixed for the solve (default 1)")
+
+    en = sub.add_parser("encode", help="encode data to latents along the probability-flow ODE and decode back",
+                        description="Encode data (at t = eps) to latents at T along the probability-flow ODE, "
+                                    "decode them back with the ODE sampler, and report the round-trip error.",
+                        epilog=EPILOG_ENCODE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_flow_arguments(en, "FILE.npz", ".npz for latents, reconstruction, error, nfe_encode, nfe_decode",
+                        out_required=True)
+
     sub.add_parser("problems", help="list the built-in exact-score problems",
                    description="List the built-in exact-score problems usable with --problem.")
     return p
+
+
+def _add_flow_arguments(p: argparse.ArgumentParser, out_metavar: str, out_help: str, out_required: bool = False):
+    """Arguments shared by `likelihood` and `encode`: the data / model source and the ODE solver."""
+    src = p.add_argument_group("model and data")
+    src.add_argument("--workdir", metavar="W", help="a training workdir: its newest checkpoint (EMA weights) and "
+                                                    "its data set's --split")
+    src.add_argument("--split", choices=["train", "test", "all"], help="--workdir: data split (default test)")
+    src.add_argument("--trust-checkpoint", action="store_true",
+                     help="allow full unpickling of the checkpoint (only for files you trust)")
+    src.add_argument("--problem", metavar="NAME_OR_JSON",
+                     help="a built-in exact-score problem (see `scoresde problems`) or a JSON mixture file")
+    src.add_argument("--sde", choices=sorted(_sde_names()), help="--problem: forward SDE (default vp)")
+    src.add_argument("--sigma-min", type=_positive(float), help="VE: smallest noise level (default 0.01)")
+    src.add_argument("--sigma-max", type=_positive(float), help="VE: largest noise level (default 50)")
+    src.add_argument("--beta-min", type=_positive(float), help="VP/sub-VP: beta(0) (default 0.1)")
+    src.add_argument("--beta-max", type=_positive(float), help="VP/sub-VP: beta(1) (default 20)")
+    src.add_argument("--data", metavar="POINTS.npy", help="--problem: points to evaluate, (N, d) .npy or an .npz "
+                                                          "holding `samples` (default: draw --num from the problem)")
+    run = p.add_argument_group("run")
+    run.add_argument("--num", type=_positive(int), help="points / images to use (default 1000 for --problem, "
+                                                        "100 for --workdir)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the drawn points, dequantisation and probes")
+    run.add_argument("--batch-size", type=_positive(int), help="points per ODE solve (default 10000 problem, 100 "
+                                                               "workdir)")
+    run.add_argument("--rtol", type=_positive(float), default=1e-5, help="dopri5 relative tolerance (default 1e-5)")
+    run.add_argument("--atol", type=_positive(float), default=1e-5, help="dopri5 absolute tolerance (default 1e-5)")
+    run.add_argument("--eps", dest="t_eps", metavar="EPS", type=_positive(float), default=1e-5,
+                     help="the data end of the ODE, t = eps (default 1e-5, as the seed's likelihood)")
+    run.add_argument("--out", required=out_required, metavar=out_metavar, help=out_help)
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _version() -> str:
@@ -153,7 +256,7 @@ def _version() -> str:
     return f"scoresde {__version__}"
 
 
-def _make_sde(args):
+def _make_sde(args, prog: str = "scoresde sample"):
     names = _sde_names()
     kw = {}
     if args.sde == "ve":
@@ -167,48 +270,94 @@ def _make_sde(args):
                 kw[k] = getattr(args, k)
         bad = [k for k in ("sigma_min", "sigma_max") if getattr(args, k) is not None]
     if bad:
-        raise CLIError(f"scoresde sample: --{bad[0].replace('_', '-')} does not apply to --sde {args.sde}")
-    if args.eps is not None:
+        raise CLIError(f"{prog}: --{bad[0].replace('_', '-')} does not apply to --sde {args.sde}")
+    if getattr(args, "eps", None) is not None:
         kw["eps"] = args.eps
     try:
         return names[args.sde](**kw)
     except ValueError as e:
-        raise CLIError(f"scoresde sample: {e}") from None
+        raise CLIError(f"{prog}: {e}") from None
 
 
-def sampler_from_options(sampler: str = "pc", predictor: str = "reverse_diffusion", corrector: str = "langevin",
-                         snr: float = 0.16, n_corrector: int = 1, steps: int = 1000, method: str = "dopri5",
-                         rtol: float = 1e-5, atol: float = 1e-5, denoise: bool = True):
-    """(sampler function, its keyword arguments) from the CLI's / config's names."""
-    from .samplers import ode_sample, pc_sample
+SAMPLERS = ["pc", "ode", "seeds1", "seeds2", "seeds3", "etd1", "etd2", "etd3", "dpmpp2m", "ddim", "edm", "ggf"]
 
+#: the options each sampler takes (names as on the command line and in a config's sampling section)
+SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "pc": ("steps", "predictor", "corrector", "snr", "n_corrector", "denoise"),
+    "ode": ("method", "rtol", "atol", "steps"),
+    **{f"seeds{k}": ("steps", "grid", "eta", "form", "denoise") for k in (1, 2, 3)},
+    **{f"etd{k}": ("steps", "grid", "form", "denoise") for k in (1, 2, 3)},
+    "dpmpp2m": ("steps", "grid", "denoise"),
+    "ddim": ("steps", "grid", "eta", "denoise"),
+    "edm": ("steps", "grid", "s_churn", "denoise"),
+    "ggf": ("rtol", "atol", "noise_mode", "norm", "denoise"),
+}
+
+
+def sampler_from_options(sampler: str = "pc", **options: Any):
+    """(sampler function, its keyword arguments) from the CLI's / a config's names.
+
+    Options that do not apply to ``sampler`` and options set to None are ignored (None: the default).
+    """
+    from . import samplers as S
+
+    if sampler not in SAMPLER_OPTIONS:
+        raise CLIError(f"unknown sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    o = {k: v for k, v in options.items() if k in SAMPLER_OPTIONS[sampler] and v is not None}
     if sampler == "pc":
-        return pc_sample, dict(steps=steps, predictor=_predictors()[predictor], corrector=_correctors()[corrector],
-                               snr=snr, n_corrector=n_corrector, denoise=denoise)
+        return S.pc_sample, {"steps": o.get("steps", 1000),
+                             "predictor": _predictors()[o.get("predictor", "reverse_diffusion")],
+                             "corrector": _correctors()[o.get("corrector", "langevin")], "snr": o.get("snr", 0.16),
+                             "n_corrector": o.get("n_corrector", 1), "denoise": o.get("denoise", True)}
     if sampler == "ode":
-        return ode_sample, dict(method=method, rtol=rtol, atol=atol, steps=steps)
-    raise CLIError(f"unknown sampler {sampler!r}")
+        return S.ode_sample, {"method": o.get("method", "dopri5"), "rtol": o.get("rtol", 1e-5),
+                              "atol": o.get("atol", 1e-5), "steps": o.get("steps", 100)}
+    if sampler == "ggf":
+        from .samplers.adaptive import ggf_sample
+
+        return ggf_sample, {"rtol": o.get("rtol", 0.05), "atol": o.get("atol"), "noise_mode": o.get("noise_mode", "bridge"),
+                            "norm": o.get("norm", "l2_scaled"), "denoise": o.get("denoise", True)}
+    kw = {"steps": o.get("steps", 18 if sampler == "edm" else 20), "grid": o.get("grid", "edm" if sampler == "edm" else "logsnr"),
+          "denoise": o.get("denoise", False)}
+    if sampler.startswith("seeds"):
+        return S.seeds, {**kw, "order": int(sampler[-1]), "eta": o.get("eta", 1.0), "prediction": o.get("form", "data")}
+    if sampler.startswith("etd"):
+        return S.etd_erk, {**kw, "order": int(sampler[-1]), "prediction": o.get("form", "data")}
+    if sampler == "dpmpp2m":
+        return S.dpmpp_2m, kw
+    if sampler == "ddim":
+        return S.ddim, {**kw, "eta": o.get("eta", 0.0)}
+    return S.edm_heun, {**kw, "S_churn": o.get("s_churn", 0.0)}
+
+
+_CLI_OPTIONS = ("steps", "predictor", "corrector", "snr", "n_corrector", "denoise", "method", "rtol", "atol", "grid",
+                "eta", "form", "s_churn", "noise_mode", "norm")
 
 
 def _sampler_kwargs(args, sde) -> dict[str, Any]:
-    pc_only = ["predictor", "corrector", "snr", "n_corrector"]
-    ode_only = ["method", "rtol", "atol"]
-    wrong = [k for k in (ode_only if args.sampler == "pc" else pc_only) if getattr(args, k) is not None]
-    if args.sampler == "ode" and args.no_denoise:
-        wrong.append("no_denoise")
+    """The sampler options given on the command line; one that does not apply to --sampler is an error."""
+    allowed = SAMPLER_OPTIONS[args.sampler]
+    given = {k: getattr(args, k) for k in _CLI_OPTIONS if getattr(args, k, None) is not None}
+    wrong = [k for k in given if k not in allowed]
     if wrong:
-        raise CLIError(f"scoresde sample: --{wrong[0].replace('_', '-')} does not apply to --sampler {args.sampler}")
-    if args.sampler == "pc":
-        return dict(sampler="pc", steps=args.steps or 1000, predictor=args.predictor or "reverse_diffusion",
-                    corrector=args.corrector or "langevin",
-                    snr=args.snr if args.snr is not None else (0.16 if sde == "ve" else 0.01),
-                    n_corrector=1 if args.n_corrector is None else args.n_corrector, denoise=not args.no_denoise)
-    method = args.method or "dopri5"
-    if method == "dopri5" and args.steps is not None:
-        raise CLIError("scoresde sample: --steps applies to the fixed-step ODE methods; dopri5 takes --rtol/--atol")
-    if method != "dopri5" and (args.rtol is not None or args.atol is not None):
-        raise CLIError(f"scoresde sample: --rtol/--atol apply to dopri5, not --method {method} (use --steps)")
-    return dict(sampler="ode", method=method, rtol=args.rtol or 1e-5, atol=args.atol or 1e-5, steps=args.steps or 100)
+        flag = "--" + wrong[0].replace("_", "-")
+        if wrong[0] == "denoise":
+            flag = "--denoise/--no-denoise"
+        raise CLIError(f"scoresde sample: {flag} does not apply to --sampler {args.sampler} "
+                       f"(it takes {', '.join('--' + k.replace('_', '-') for k in allowed)})")
+    if args.sampler == "ode":
+        method = given.get("method", "dopri5")
+        if method == "dopri5" and "steps" in given:
+            raise CLIError("scoresde sample: --steps applies to the fixed-step ODE methods; dopri5 takes --rtol/--atol")
+        if method != "dopri5" and ("rtol" in given or "atol" in given):
+            raise CLIError(f"scoresde sample: --rtol/--atol apply to dopri5, not --method {method} (use --steps)")
+    if args.sampler == "pc" and "snr" not in given:
+        given["snr"] = 0.16 if sde == "ve" else 0.01
+    if "eta" in given and not 0 <= given["eta"] <= 1:
+        raise CLIError(f"scoresde sample: --eta must lie in [0, 1], got {given['eta']}")
+    if "s_churn" in given and given["s_churn"] < 0:
+        raise CLIError(f"scoresde sample: --s-churn must be >= 0, got {given['s_churn']}")
+    return {"sampler": args.sampler, **given}
 
 
 def cmd_sample(args) -> int:
@@ -220,6 +369,7 @@ def cmd_sample(args) -> int:
     if args.workdir is not None:
         return _sample_workdir(args, out)
     args.sde = args.sde or "vp"
+    args.sampler = args.sampler or "pc"
     import numpy as np
     import torch
 
@@ -280,13 +430,11 @@ def _sample_workdir(args, out: Path) -> int:
         model, cfg, shape, step = model_from_workdir(args.workdir, trust=args.trust_checkpoint)
     except CheckpointError as e:
         raise CLIError(f"scoresde sample: {e}") from None
+    same = args.sampler is None or args.sampler == cfg.sampling.sampler
+    args.sampler = args.sampler or cfg.sampling.sampler
     kwargs = _sampler_kwargs(args, cfg.sde.name)
-    if args.steps is None and kwargs["sampler"] == "pc":
-        kwargs["steps"] = cfg.sampling.steps
-    if kwargs["sampler"] == "pc":  # the trained config's sampler settings are the defaults
-        for k in ("predictor", "corrector", "snr", "n_corrector"):
-            if getattr(args, k) is None:
-                kwargs[k] = getattr(cfg.sampling, k)
+    if same:  # the trained config's sampler settings are the defaults (command-line options win)
+        kwargs = {**_config_sampler_options(cfg), **kwargs}
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = sample_from(model, cfg, shape, args.num, seed=args.seed, progress=not args.no_progress,
@@ -305,12 +453,25 @@ def _sample_workdir(args, out: Path) -> int:
     return 0
 
 
+def _config_sampler_options(cfg) -> dict[str, Any]:
+    sc = cfg.sampling
+    return {k: getattr(sc, k) for k in _CLI_OPTIONS if getattr(sc, k, None) is not None}
+
+
 def _describe(args, kw) -> str:
-    if kw["sampler"] == "pc":
-        return f"pc {kw['predictor']}+{kw['corrector']} {kw['steps']} steps"
-    if kw["method"] == "dopri5":
-        return f"ode dopri5 rtol={kw['rtol']:g} atol={kw['atol']:g}"
-    return f"ode {kw['method']} {kw['steps']} steps"
+    name = kw["sampler"]
+    _, fkw = sampler_from_options(**kw)
+    if name == "pc":
+        pred, corr = (getattr(fkw[k], "__name__", "none") for k in ("predictor", "corrector"))
+        return f"pc {pred}+{corr} {fkw['steps']} steps"
+    if name == "ode":
+        if fkw["method"] == "dopri5":
+            return f"ode dopri5 rtol={fkw['rtol']:g} atol={fkw['atol']:g}"
+        return f"ode {fkw['method']} {fkw['steps']} steps"
+    if name == "ggf":
+        return f"ggf rtol={fkw['rtol']:g} {fkw['noise_mode']} noise"
+    extra = "".join(f" {k}={fkw[k]:g}" for k in ("eta", "S_churn") if k in fkw)
+    return f"{name} {fkw['steps']} steps {fkw['grid']} grid{extra}"
 
 
 def cmd_train(args) -> int:
@@ -325,9 +486,8 @@ def cmd_train(args) -> int:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     try:
         if world > 1:
-            import torch.distributed as dist
-
             import torch
+            import torch.distributed as dist
 
             backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
             dist.init_process_group(backend)
@@ -365,6 +525,199 @@ def _data_error():
         return ()
 
 
+# ---- likelihood / encode ----------------------------------------------------------------------------
+class _FlowSource:
+    """What `likelihood` and `encode` act on: a score model and its data (model range), from either source."""
+
+    def __init__(self, model, x, images01=None, data_range: str | None = None, problem=None, label: str = ""):
+        self.model, self.x, self.images01, self.data_range, self.problem, self.label = \
+            model, x, images01, data_range, problem, label
+
+
+def _flow_source(args, prog: str) -> _FlowSource:
+    if args.t_eps >= 1.0:
+        raise CLIError(f"{prog}: --eps must be < T = 1, got {args.t_eps:g}")
+    if (args.problem is None) == (args.workdir is None):
+        raise CLIError(f"{prog}: give exactly one of --problem (exact score) or --workdir (trained model)")
+    if args.workdir is not None:
+        for k in ("sde", "sigma_min", "sigma_max", "beta_min", "beta_max", "data"):
+            if getattr(args, k) is not None:
+                raise CLIError(f"{prog}: --{k.replace('_', '-')} does not apply to --workdir (the model's config "
+                               "and data set are used)")
+        return _workdir_source(args, prog)
+    if args.split is not None or args.trust_checkpoint:
+        raise CLIError(f"{prog}: --{'split' if args.split is not None else 'trust-checkpoint'} applies to --workdir")
+    if args.data is not None and args.num is not None:
+        raise CLIError(f"{prog}: give --data or --num, not both")
+    import torch
+
+    from .exact import ExactScoreModel, ProblemError, load_problem
+
+    try:
+        problem = load_problem(args.problem)
+    except ProblemError as e:
+        raise CLIError(f"{prog}: {e}") from None
+    args.sde = args.sde or "vp"
+    sde = _make_sde(args, prog)
+    if args.data is not None:
+        x = _load_points(args.data, problem.dim, prog)
+    else:
+        x = problem.sample(args.num or 1000, generator=torch.Generator().manual_seed(args.seed))
+    x = x.reshape((x.shape[0],) + tuple(problem.shape))
+    return _FlowSource(ExactScoreModel(problem, sde), x, problem=problem, label=f"{args.problem}, {args.sde}")
+
+
+def _load_points(path: str, dim: int, prog: str):
+    import numpy as np
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"{prog}: --data file not found: {path}")
+    try:
+        arr = np.load(p, allow_pickle=False)
+        if isinstance(arr, np.lib.npyio.NpzFile):
+            with arr:
+                keys = list(arr.keys())
+                if "samples" in keys:
+                    arr = arr["samples"]
+                elif len(keys) == 1:
+                    arr = arr[keys[0]]
+                else:
+                    raise CLIError(f"{prog}: --data {path} holds {', '.join(keys)}; expected an array named samples")
+    except (ValueError, OSError) as e:
+        raise CLIError(f"{prog}: cannot read --data {path} as .npy/.npz ({e})") from None
+    if not np.issubdtype(arr.dtype, np.number):
+        raise CLIError(f"{prog}: --data {path} must hold numbers, got dtype {arr.dtype}")
+    arr = arr.reshape(arr.shape[0], -1) if arr.ndim > 2 else arr
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != dim:
+        raise CLIError(f"{prog}: --data {path} has shape {arr.shape}; the problem needs (N, {dim}) with N >= 1")
+    if not np.isfinite(arr).all():
+        raise CLIError(f"{prog}: --data {path} holds non-finite values")
+    return torch.from_numpy(arr.astype(np.float64))
+
+
+def _workdir_source(args, prog: str) -> _FlowSource:
+    from .checkpoint import CheckpointError
+    from .data import unscale
+    from .train import load_training_data, model_from_workdir
+
+    try:
+        model, cfg, _, step = model_from_workdir(args.workdir, trust=args.trust_checkpoint)
+    except CheckpointError as e:
+        raise CLIError(f"{prog}: {e}") from None
+    try:
+        x = load_training_data(cfg, split=args.split or "test")
+    except _data_error() as e:
+        raise CLIError(f"{prog}: {e}") from None
+    num = args.num or 100
+    if num > x.shape[0]:
+        print(f"{prog}: note: the {args.split or 'test'} split holds {x.shape[0]} items; using all of them",
+              file=sys.stderr)
+    x = x[:num]
+    device = next(model.net.parameters()).device
+    x = x.to(device)
+    label = f"{args.workdir} step {step}, {cfg.sde.name}, {args.split or 'test'} split"
+    if x.ndim == 4:
+        images01 = unscale(x, cfg.data.scale).clamp(0, 1)
+        return _FlowSource(model, x, images01=images01, data_range=cfg.data.scale, label=label)
+    return _FlowSource(model, x, label=label)
+
+
+def _save_npz(out: Path, **arrays) -> None:
+    import numpy as np
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)
+
+
+def cmd_likelihood(args) -> int:
+    prog = "scoresde likelihood"
+    out = Path(args.out) if args.out is not None else None
+    if out is not None and out.suffix != ".npz":
+        raise CLIError(f"{prog}: --out must end in .npz, got {args.out}")
+    hutch_only = [k for k in ("probe", "probes") if getattr(args, k) is not None]
+    if args.divergence == "exact" and hutch_only:
+        raise CLIError(f"{prog}: --{hutch_only[0]} applies to --divergence hutchinson")
+    src = _flow_source(args, prog)
+    if args.repeats is not None and src.images01 is None:
+        raise CLIError(f"{prog}: --repeats applies to --workdir image data (dequantisation draws)")
+    import numpy as np
+    import torch
+
+    from .likelihood import bits_per_dim, log_likelihood
+
+    dim = src.x[0].numel()
+    if args.divergence is not None:
+        divergence = args.divergence
+    else:  # probes given imply hutchinson; exact only for low-dimensional points, as the seed does for images
+        divergence = "hutchinson" if hutch_only or dim > 64 or src.images01 is not None else "exact"
+    kw = {"divergence": divergence, "probe": args.probe or "rademacher", "probes": args.probes or 1,
+          "rtol": args.rtol, "atol": args.atol, "eps": args.t_eps,
+          "batch_size": args.batch_size or (10000 if src.problem is not None else 100)}
+    desc = divergence if divergence == "exact" else f"hutchinson, {kw['probes']} {kw['probe']} probe(s)"
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if src.images01 is not None:
+            res = bits_per_dim(src.model, src.images01, data_range=src.data_range, repeats=args.repeats or 1,
+                               seed=args.seed, progress=not args.no_progress, **kw)
+            wall = time.perf_counter() - t0
+            print(f"{src.label}: {res.mean:.4f} +- {res.stderr:.4f} bits/dim ({res.bpd.shape[1]} images x "
+                  f"{res.bpd.shape[0]} repeats, {desc}, rtol={args.rtol:g} atol={args.atol:g}), NFE {res.nfe} "
+                  f"per solve, {wall:.1f} s")
+            if out is not None:
+                _save_npz(out, bpd=res.bpd.cpu().numpy(), nfe=np.int64(res.nfe), seed=np.int64(args.seed))
+                print(f"wrote {out}")
+            return 0
+        res = log_likelihood(src.model, src.x, seed=args.seed, progress=not args.no_progress, **kw)
+    wall = time.perf_counter() - t0
+    lp = res.logp
+    n = lp.shape[0]
+    se = float(lp.std() / math.sqrt(n)) if n > 1 else float("nan")
+    line = (f"{src.label}: mean log p = {float(lp.mean()):.4f} +- {se:.4f} nats ({float(lp.mean()) / dim:.4f} "
+            f"per dim; {n} points, {desc}, rtol={args.rtol:g} atol={args.atol:g}), NFE {res.nfe} per solve, "
+            f"{wall:.1f} s")
+    if src.problem is not None:
+        exact = src.model.log_prob(src.x, args.t_eps)
+        line += (f"\nclosed form log p_eps: mean {float(exact.mean()):.4f} nats; |ODE - closed form| mean "
+                 f"{float((lp - exact).abs().mean()):.2e}, max {float((lp - exact).abs().max()):.2e} nats")
+    print(line)
+    if out is not None:
+        extra = {"logp_exact": src.model.log_prob(src.x, args.t_eps).numpy()} if src.problem is not None else {}
+        _save_npz(out, logp=lp.cpu().numpy(), nfe=np.int64(res.nfe), points=src.x.reshape(n, -1).cpu().numpy(),
+                  prior_logp=res.prior_logp.cpu().numpy(), delta_logp=res.delta_logp.cpu().numpy(), seed=np.int64(args.seed),
+                  divergence=divergence, **extra)
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    prog = "scoresde encode"
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise CLIError(f"{prog}: --out must end in .npz, got {args.out}")
+    src = _flow_source(args, prog)
+    import numpy as np
+
+    from .likelihood import round_trip
+
+    t0 = time.perf_counter()
+    res = round_trip(src.model, src.x, rtol=args.rtol, atol=args.atol, eps=args.t_eps,
+                     batch_size=args.batch_size or (10000 if src.problem is not None else 100),
+                     progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+    n = src.x.shape[0]
+    _save_npz(out, latents=res.latent.reshape(n, -1).cpu().numpy(),
+              reconstruction=res.reconstruction.reshape(n, -1).cpu().numpy(), error=res.error.cpu().numpy(),
+              nfe_encode=np.int64(res.nfe_encode), nfe_decode=np.int64(res.nfe_decode), seed=np.int64(args.seed))
+    print(f"{src.label}: encoded {n} points to T and back (rtol={args.rtol:g} atol={args.atol:g}): round-trip error "
+          f"max {float(res.error.max()):.2e}, mean {float(res.error.mean()):.2e}; NFE encode {res.nfe_encode}, "
+          f"decode {res.nfe_decode}, {wall:.1f} s\nwrote {out}")
+    return 0
+
+
 def cmd_problems(args) -> int:
     from .exact import builtin_problems
 
@@ -385,7 +738,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if os.environ.get("SCORESDE_THREADS"):
             torch.set_num_threads(int(os.environ["SCORESDE_THREADS"]))
-        return {"sample": cmd_sample, "problems": cmd_problems, "train": cmd_train}[args.command](args)
+        return {"sample": cmd_sample, "problems": cmd_problems, "train": cmd_train, "likelihood": cmd_likelihood,
+                "encode": cmd_encode}[args.command](args)
     except CLIError as e:
         print(str(e), file=sys.stderr)
         return 2

@@ -77,15 +77,23 @@ class TrainingConfig:
 
 @dataclass
 class SamplingConfig:
-    sampler: str = "pc"             # pc, ode
+    # pc, ode, the exponential family (seeds1/2/3, etd1/2/3, dpmpp2m, ddim), edm, or ggf (adaptive SDE)
+    sampler: str = "pc"
     predictor: str = "reverse_diffusion"
     corrector: str = "none"
     snr: float = 0.16
     n_corrector: int = 1
-    steps: int = 200
+    steps: int | None = None        # None: the sampler's default (pc 1000, ode fixed-step 100, fast samplers 20)
     method: str = "dopri5"
-    rtol: float = 1e-5
-    atol: float = 1e-5
+    rtol: float | None = None       # None: ode 1e-5, ggf 0.05
+    atol: float | None = None       # None: ode 1e-5, ggf 0.0078
+    eta: float | None = None        # seeds*: 1 (reverse SDE) .. 0 (ODE); ddim: 0
+    grid: str | None = None         # time grid of the fast samplers: logsnr (default), time, quadratic, edm
+    form: str = "data"              # seeds*/etd*: data- or noise-prediction form
+    s_churn: float = 0.0            # edm: EDM's S_churn
+    noise_mode: str = "bridge"      # ggf: retry a rejected step on the Brownian bridge (unbiased) or with fresh noise
+    norm: str = "l2_scaled"         # ggf error norm
+    denoise: bool | None = None     # final Tweedie denoise (None: the sampler's default)
     num: int = 64
     seed: int = 0
 
@@ -107,7 +115,12 @@ _CHOICES = {
     ("model", "time_input"): ("t", "999t", "sigma", "log_sigma", "index"),
     ("training", "loss"): ("dsm", "smld", "ddpm"),
     ("training", "reduce"): ("mean", "sum"),
-    ("sampling", "sampler"): ("pc", "ode"),
+    ("sampling", "sampler"): ("pc", "ode", "seeds1", "seeds2", "seeds3", "etd1", "etd2", "etd3", "dpmpp2m", "ddim",
+                              "edm", "ggf"),
+    ("sampling", "grid"): ("logsnr", "time", "quadratic", "edm"),
+    ("sampling", "form"): ("data", "noise"),
+    ("sampling", "noise_mode"): ("bridge", "fresh"),
+    ("sampling", "norm"): ("l2_scaled", "l2", "linf"),
     ("sampling", "predictor"): ("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none"),
     ("sampling", "corrector"): ("langevin", "ald", "none"),
     ("sampling", "method"): ("dopri5", "euler", "heun", "rk4"),

@@ -228,18 +228,16 @@ class Trainer:
 def sample_from(model, cfg: Config, shape: tuple[int, ...], num: int, seed: int | None = None,
                 progress: bool = True, batch_size: int = 256, **overrides: Any):
     """Sample a trained model with the config's sampler (keyword overrides win)."""
-    from .cli import sampler_from_options
+    from .cli import _config_sampler_options, sampler_from_options
 
-    sc = cfg.sampling
-    opts = dict(sampler=sc.sampler, predictor=sc.predictor, corrector=sc.corrector, snr=sc.snr,
-                n_corrector=sc.n_corrector, steps=sc.steps, method=sc.method, rtol=sc.rtol, atol=sc.atol)
+    opts = {"sampler": cfg.sampling.sampler, **_config_sampler_options(cfg)}
     opts.update({k: v for k, v in overrides.items() if v is not None})
     fn, kwargs = sampler_from_options(**opts)
     from .samplers import sample
 
     device = next(model.net.parameters()).device if isinstance(model.net, nn.Module) else "cpu"
     with torch.no_grad():
-        return sample(model, num, sc.seed if seed is None else seed, fn, shape, batch_size=batch_size,
+        return sample(model, num, cfg.sampling.seed if seed is None else seed, fn, shape, batch_size=batch_size,
                       device=device, progress=progress, **kwargs)
 
 

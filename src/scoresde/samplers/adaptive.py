@@ -1,0 +1,246 @@
+"""Gotta Go Fast: the adaptive reverse-SDE solver of Jolicoeur-Martineau et al. (2021), per sample.
+
+Each sample keeps its own time t and step size h. One attempt from t to t - h, with the reverse
+drift b(x, t) = f(x, t) - g(t)^2 score(x, t) and the Brownian increment W over [t - h, t]:
+
+    K1 = -h b(x, t) + g(t) W,            x' = x + K1                  (Euler-Maruyama)
+    K2 = -h b(x', t - h) + g(t - h) W,   x'' = x + (K1 + K2) / 2      (stochastic improved Euler)
+    delta = max(atol, rtol max(|x'|, |x_prev|)),  E = ||(x'' - x') / delta||
+
+(both stages share W: the same Brownian increment). Accept iff E <= 1: x <- x'' (extrapolation;
+x' without it), t <- t - h, x_prev <- x'. Then h <- min(t - eps, theta h E^(-r)) (or any
+:mod:`~scoresde.samplers.controller`). At the end a Tweedie step x <- (x + sigma_eps^2 score)/alpha_eps.
+
+The Brownian increments come from :class:`~scoresde.brownian.BrownianPath`. In ``"bridge"`` mode a
+retry after a rejection reuses the increment already drawn through the Brownian bridge, so the
+accept/reject decisions cannot bias the driving noise; ``"fresh"`` mode redraws it, as the
+paper's code does, which biases the samples (measured in benchmarks/ggf_bias.py).
+
+NFE, counted honestly: every attempt makes two batched model calls over the samples still
+integrating (finished samples are not evaluated); each batched call is one NFE of ``nfe``, and
+``nfe_per_sample`` counts the calls each sample took part in (2 per attempt, rejections included).
+The final denoise is one more model call, counted in both (``info["denoise_nfe"]``).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from .._tensor import like
+from ..brownian import NOISE_MODES, BrownianPath, NoiseMode, NoiseSource, SampleStreams
+from ..parameterization import DenoiserModel, ScoreModel
+from ..sde import VESDE
+from .base import SampleResult, progress_bar
+from .controller import GGFController, StepSizeController
+
+__all__ = ["ERROR_NORMS", "error_norm", "ggf_sample", "sample_ggf"]
+
+Norm = Literal["l2_scaled", "l2", "linf"]
+ERROR_NORMS: tuple[str, ...] = ("l2_scaled", "l2", "linf")
+#: GGF's absolute tolerance for data in [-1, 1] (one 8-bit level, 2/255); use 0.0039 for [0, 1]
+DEFAULT_ATOL = 0.0078
+#: the side stream of each sample that drives its Brownian path (stream 0 drew its prior x_T)
+BROWNIAN_STREAM = 1
+_SNAP = 1e-10  # relative to T - eps: steps ending this close to eps end exactly on it
+
+
+def error_norm(e: Tensor, norm: Norm = "l2_scaled") -> Tensor:
+    """Per-sample norm of a scaled error: l2 / sqrt(#elements) (GGF's E_2), l2, or max-abs."""
+    flat = e.reshape(e.shape[0], -1).double()
+    if norm == "l2_scaled":
+        return flat.pow(2).mean(-1).sqrt() if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    if norm == "l2":
+        return flat.norm(dim=-1)
+    if norm == "linf":
+        return flat.abs().amax(-1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+    raise ValueError(f"unknown error norm {norm!r}; expected one of {', '.join(ERROR_NORMS)}")
+
+
+def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
+    value = float(value)
+    ok = (value >= 0 if allow_zero else value > 0) and math.isfinite(value)
+    if not ok:
+        raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value}")
+    return value
+
+
+def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams, *, rtol: float = 0.05,
+               atol: float | None = None, h_init: float = 0.01, norm: Norm = "l2_scaled", extrapolate: bool = True,
+               lamba: bool = False, noise_mode: NoiseMode = "bridge", controller: StepSizeController | None = None,
+               factor_max: float | None = 10.0, h_min: float | None = None, max_steps: int | None = None, eps: float | None = None,
+               denoise: bool = True, progress: bool = False,
+               callback: Callable[[dict[str, Any]], None] | None = None) -> SampleResult:
+    """Adaptive SDE solver of Gotta Go Fast (Jolicoeur-Martineau et al. 2021, Algorithm 1), from x_T at T to eps.
+
+    ``rtol``/``atol``: the mixed tolerance delta = max(atol, rtol max(|x'|, |x_prev|)) (atol defaults
+    to 0.0078, one 8-bit level of data in [-1, 1]); ``norm``: "l2_scaled" (GGF's E_2), "l2" or "linf".
+    ``extrapolate``: continue from the improved-Euler x'' (True) or the Euler-Maruyama x'.
+    ``lamba``: Lamba's (2003) error estimate - the improved-Euler stage keeps the EM noise g(t) W,
+    so x'' - x' = -h (b(x', t - h) - b(x, t)) / 2 measures the drift only.
+    ``noise_mode``: "bridge" (unbiased retries, the default) or "fresh" (the paper's redraw).
+    ``controller``: a :class:`~.controller.StepSizeController` (default GGF theta = r = 0.9, its
+    growth per attempt capped at ``factor_max``; None is the paper's unbounded rule, which lets a
+    lucky small error estimate license a huge step - measured on sharp Gaussian data, sub-VP,
+    rtol 0.05: variance error 146% unbounded, 1.5% capped at 10, same NFE).
+    ``h_min`` (default 1e-5 (T - eps)): floor of h; a step at the floor is accepted whatever its error.
+    ``max_steps`` (default 2 (T - eps) / h_min + 1000): most attempts a sample may make; beyond it
+    the run stops with an error. ``callback(info)`` is called after every attempt with the batch
+    state (x, t, h, accepted mask, active rows, iteration).
+
+    ``noise`` gives each sample's Brownian path through its per-sample side stream (a
+    :class:`NoiseSource`, or :class:`SampleStreams` directly), so sample i's result does not
+    depend on its batch. Returns nfe (batched model calls), nfe_per_sample and in ``info`` the
+    accepted / rejected attempts (totals and per sample).
+    """
+    sde = model.sde
+    eps = float(sde.eps if eps is None else eps)
+    T = float(sde.T)
+    if not 0 <= eps < T:
+        raise ValueError(f"eps must lie in [0, T={T}), got {eps}")
+    rtol = _check_positive("rtol", rtol, allow_zero=True)
+    atol = _check_positive("atol", DEFAULT_ATOL if atol is None else atol, allow_zero=True)
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol cannot both be 0")
+    h_init = _check_positive("h_init", h_init)
+    if norm not in ERROR_NORMS:
+        raise ValueError(f"unknown error norm {norm!r}; expected one of {', '.join(ERROR_NORMS)}")
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"unknown noise mode {noise_mode!r}; expected one of {', '.join(NOISE_MODES)}")
+    span = T - eps
+    h_min = 1e-5 * span if h_min is None else _check_positive("h_min", h_min)
+    if controller is None:
+        controller = GGFController(h_min=h_min, factor_max=factor_max)
+    else:
+        controller.h_min = max(controller.h_min, h_min)
+    max_steps = int(2 * span / controller.h_min + 1000) if max_steps is None and controller.h_min > 0 else max_steps
+    if max_steps is None or int(max_steps) < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    streams = noise.substream(BROWNIAN_STREAM) if isinstance(noise, NoiseSource) else noise
+    n = x.shape[0]
+    if streams.batch_size != n or tuple(streams.shape) != tuple(x.shape[1:]):
+        raise ValueError(f"the noise source is for {streams.batch_size} samples of shape {tuple(streams.shape)}, "
+                         f"x holds {n} of shape {tuple(x.shape[1:])}")
+    path = BrownianPath(streams, noise_mode)
+    controller.reset(n)
+
+    start = model.nfe
+    x = x.clone()
+    x_prev = x.clone()
+    t = torch.full((n,), T, dtype=torch.float64)
+    h = torch.full((n,), min(max(h_init, controller.h_min), span), dtype=torch.float64)
+    done = t <= eps
+    nfe_per_sample = torch.zeros(n, dtype=torch.long)
+    accepted = torch.zeros(n, dtype=torch.long)
+    rejected = torch.zeros(n, dtype=torch.long)
+    iteration = 0
+    with torch.no_grad(), progress_bar(None, progress, f"ggf ({noise_mode}) t") as bar:
+        bar.total = round(span, 6)
+        while not bool(done.all()):
+            if iteration >= int(max_steps):
+                left = int((~done).sum())
+                raise RuntimeError(f"ggf_sample: {left} sample(s) still above eps={eps:g} after max_steps={max_steps} "
+                                   f"attempts (smallest t {float(t[~done].min()):.3g}); raise max_steps or h_min, "
+                                   "or loosen rtol/atol")
+            iteration += 1
+            rows = (~done).nonzero().squeeze(1)
+            xa, ta, ha = x[rows], t[rows], h[rows]
+            remaining = ta - eps
+            # a step within rounding of the end goes to the end (no sliver steps left by t - h)
+            last = ha >= remaining - _SNAP * span
+            ha = torch.where(last, remaining, ha)
+            t_next = torch.where(last, torch.full_like(ta, eps), ta - ha)
+            w = path.increment(rows, ha).to(device=x.device, dtype=x.dtype)
+            hx = like(ha, xa)
+            g_t = like(sde.diffusion(ta), xa)
+            k1 = -hx * sde.reverse_drift(xa, ta, model.score(xa, ta)) + g_t * w
+            x1 = xa + k1
+            g2 = g_t if lamba else like(sde.diffusion(t_next), xa)
+            k2 = -hx * sde.reverse_drift(x1, t_next, model.score(x1, t_next)) + g2 * w
+            x2 = xa + 0.5 * (k1 + k2)
+            delta = torch.maximum(x1.abs(), x_prev[rows].abs()) * rtol
+            delta = delta.clamp_min(atol)
+            error = error_norm((x2 - x1) / delta, norm).cpu()
+            ok, h_new = controller.propose(error, ha, remaining, rows)
+            nfe_per_sample[rows] += 2
+            acc_rows = rows[ok]
+            ok_x = ok.to(x.device)
+            x_new = x2[ok_x] if extrapolate else x1[ok_x]
+            if not bool(torch.isfinite(x_new).all()):
+                raise FloatingPointError(f"ggf_sample: a non-finite state was accepted at t={float(ta[ok].max()):.3g} "
+                                         "(the model returned inf/nan?)")
+            x[acc_rows] = x_new
+            x_prev[acc_rows] = x1[ok_x]
+            t[acc_rows] = t_next[ok]
+            path.advance(acc_rows, ha[ok], w[ok_x])
+            accepted[acc_rows] += 1
+            rejected[rows[~ok]] += 1
+            h[rows] = h_new
+            done = t <= eps
+            h[done] = 0.0
+            if callback is not None:
+                callback({"x": x, "t": t, "h": h, "accepted": ok, "rows": rows, "iteration": iteration,
+                          "error": error})
+            bar.update(round(T - float(t.max()), 6) - bar.n)
+        denoise_nfe = 0
+        if denoise:
+            x = model.denoised(x, torch.full((n,), eps, dtype=torch.float64))
+            nfe_per_sample += 1
+            denoise_nfe = 1
+    info = {"accepted": int(accepted.sum()), "rejected": int(rejected.sum()), "accepted_per_sample": accepted,
+            "rejected_per_sample": rejected, "iterations": iteration, "denoise_nfe": denoise_nfe,
+            "noise_mode": noise_mode, "rtol": rtol, "atol": atol, "norm": norm}
+    return SampleResult(x, model.nfe - start, nfe_per_sample, info)
+
+
+def sample_ggf(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor | None = None,
+               extra_args: dict[str, Any] | None = None, callback: Callable[[dict[str, Any]], None] | None = None,
+               disable: bool | None = None, rtol: float = 0.05, atol: float = DEFAULT_ATOL, h_init: float = 0.01,
+               norm: Norm = "l2_scaled", noise_mode: NoiseMode = "bridge", seed: int | None = None,
+               **kwargs: Any) -> Tensor:
+    """k-diffusion entry point for Gotta Go Fast (Jolicoeur-Martineau et al. 2021) on a denoiser D(x, sigma).
+
+    ``model(x, sigma, **extra_args)`` is a k-diffusion denoiser in VE space; x is the start at
+    sigma_max (noise * sigma_max). The solver runs on the VE SDE sigma(t) = sigma_min
+    (sigma_max/sigma_min)^t from t = 1 to t = 0; ``sigmas`` only give sigma_max (the largest) and
+    sigma_min (the smallest positive) - without them, ``model.sigma_min`` / ``model.sigma_max``.
+    If ``sigmas`` ends in 0 (or is None) the result is the final denoise D(x, sigma_min), as
+    k-diffusion's samplers end. ``callback`` gets {"x", "i", "sigma", "sigma_hat", "denoised"=None}
+    after every attempt (sigma per sample); ``disable`` hides the progress bar (None: shown on a
+    terminal only). ``seed`` seeds the per-sample Brownian paths (random if
+    None). Further keywords go to :func:`ggf_sample`.
+    """
+    extra_args = {} if extra_args is None else extra_args
+    if sigmas is not None:
+        s = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+        pos = s[s > 0]
+        if pos.numel() == 0:
+            raise ValueError("sigmas must contain a positive noise level")
+        sigma_min, sigma_max = float(pos.min()), float(pos.max())
+        final_denoise = bool((s == 0).any())
+    else:
+        if not (hasattr(model, "sigma_min") and hasattr(model, "sigma_max")):
+            raise ValueError("sample_ggf needs sigmas, or a model with sigma_min and sigma_max attributes")
+        sigma_min, sigma_max = float(model.sigma_min), float(model.sigma_max)
+        final_denoise = True
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"sample_ggf needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    sde = VESDE(sigma_min, sigma_max, eps=0.0)
+    wrapped = DenoiserModel(lambda xv, sigma: model(xv, sigma.to(xv.dtype), **extra_args), sde)
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)))
+    streams = SampleStreams(seed, x.shape[1:], range(x.shape[0]), stream=BROWNIAN_STREAM, dtype=x.dtype,
+                            device=x.device)
+
+    def report(state: dict[str, Any]) -> None:
+        sig = sde.sigma(state["t"])
+        callback({"x": state["x"], "i": state["iteration"] - 1, "sigma": sig, "sigma_hat": sig, "denoised": None})
+
+    res = ggf_sample(wrapped, x, streams, rtol=rtol, atol=atol, h_init=h_init, norm=norm, noise_mode=noise_mode,
+                     denoise=final_denoise, progress=sys.stderr.isatty() if disable is None else not disable, callback=report if callback else None,
+                     **kwargs)
+    return res.samples
