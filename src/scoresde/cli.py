@@ -19,12 +19,19 @@ examples:
       --corrector langevin --snr 0.16 --steps 500 --out out/ve_pc.npz
   scoresde sample --problem mixture.json --sde subvp --sampler ode --rtol 1e-5 --atol 1e-5 --out out/ode.npz
   scoresde sample --problem gaussian --sampler ode --method rk4 --steps 50 --out out/rk4.npz
+  scoresde sample --problem gmm8 --sde vp --sampler seeds3 --steps 20 --out out/seeds3.npz
+  scoresde sample --problem gmm8 --sde vp --sampler ggf --rtol 0.05 --out out/ggf.npz
+  scoresde sample --problem gmm64 --sde vp --sampler dpmpp2m --steps 15 --grid logsnr --out out/2m.npz
+  scoresde sample --workdir runs/mnist --sampler seeds2 --steps 25 --num 64 --out runs/mnist/seeds2.npz
 
 A JSON mixture file holds {"weights": [...], "means": [[...], ...], "stds": [...]}.
 The .npz holds `samples` (num x dim, data space) and `nfe` (exact network evaluations);
 a PNG plot is written beside it. Sample i of a run with seed S is the same whatever --num
 or --batch-size (except with the Langevin corrector, whose step uses batch-averaged norms,
-and the adaptive ODE solver, whose steps are shared by a batch).
+and the adaptive ODE solver, whose steps are shared by a batch; ggf steps every sample on its own).
+NFE: pc 1 per predictor/corrector step; seedsK/etdK K per step; dpmpp2m, ddim 1 per step; edm 2 per
+step (1 for the last); ggf 2 per attempt, rejections included (the .npz also holds nfe_per_sample);
+a final --denoise costs 1.
 """
 
 
@@ -396,8 +403,9 @@ def cmd_sample(args) -> int:
         print(f"scoresde sample: warning: {int((~np.isfinite(x)).any(1).sum())} samples are not finite "
               "(the sampler diverged; try more steps or a smaller snr)", file=sys.stderr)
     tmp = out.with_name(out.name + ".tmp.npz")
+    extra = {} if res.nfe_per_sample is None else {"nfe_per_sample": res.nfe_per_sample.cpu().numpy()}
     np.savez(tmp, samples=x, nfe=np.int64(res.nfe), seed=np.int64(args.seed), sampler=args.sampler,
-             sde=args.sde, problem=args.problem)
+             sde=args.sde, problem=args.problem, **extra)
     os.replace(tmp, out)
     desc = _describe(args, kwargs)
     line = f"wrote {out} ({args.num} samples, {desc}, NFE {res.nfe}, {wall:.1f} s)"
@@ -442,7 +450,8 @@ def _sample_workdir(args, out: Path) -> int:
     wall = time.perf_counter() - t0
     x = res.samples.float().cpu()
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, samples=x.numpy(), nfe=np.int64(res.nfe), seed=np.int64(args.seed), step=np.int64(step))
+    extra = {} if res.nfe_per_sample is None else {"nfe_per_sample": res.nfe_per_sample.cpu().numpy()}
+    np.savez(tmp, samples=x.numpy(), nfe=np.int64(res.nfe), seed=np.int64(args.seed), step=np.int64(step), **extra)
     os.replace(tmp, out)
     line = f"wrote {out} ({args.num} samples from step {step}, {_describe(args, kwargs)}, NFE {res.nfe}, {wall:.1f} s)"
     if not args.no_plot:
