@@ -9,11 +9,12 @@ import torch
 
 import scoresde as s
 from scoresde.brownian import NoiseSource
-from scoresde.samplers import sample
 from scoresde.samplers.edm import edm_heun, edm_step
 from scoresde.samplers.exponential import ddim, dpmpp_2m, etd_erk, make_grid
 
 SDES = {"ve": s.VESDE, "vp": s.VPSDE, "subvp": s.SubVPSDE}
+from helpers import assert_batch_invariant, count_exact_calls
+
 F64 = torch.float64
 
 
@@ -106,19 +107,6 @@ def test_edm_churn_converges_to_exact_variance():
     assert abs(-slope(ns, errs) - 2) < 0.3, errs
 
 
-def _count(model):
-    calls = {"n": 0}
-    for name in ("score", "denoised"):
-        fn = getattr(model.problem, name)
-
-        def counted(*a, _fn=fn, **k):
-            calls["n"] += 1
-            return _fn(*a, **k)
-
-        setattr(model.problem, name, counted)
-    return calls
-
-
 @pytest.mark.parametrize("run,per_step", [
     (lambda m, x, n, **k: etd_erk(m, x, order=1, steps=7, **k), 1),
     (lambda m, x, n, **k: etd_erk(m, x, order=2, steps=7, **k), 2),
@@ -131,7 +119,7 @@ def _count(model):
 def test_nfe_is_exact(run, per_step):
     """NFE = per-step cost * steps, +1 for the counted final Tweedie denoise; equal to the closed-form calls."""
     model = s.ExactScoreModel(s.load_problem("gmm8"), s.VPSDE())
-    calls = _count(model)
+    calls = count_exact_calls(model)
     noise = NoiseSource(0, (2,), 4, dtype=F64)
     x = noise.draw()
     res = run(model, x, noise)
@@ -146,10 +134,7 @@ def test_nfe_is_exact(run, per_step):
 def test_samples_do_not_depend_on_batch(sde_name, kw):
     kw = dict(kw)
     sampler = kw.pop("sampler")
-    model = s.ExactScoreModel(s.load_problem("gmm8"), SDES[sde_name]())
-    a = sample(model, 5, 11, sampler, (2,), batch_size=5, dtype=F64, **kw).samples
-    b = sample(model, 13, 11, sampler, (2,), batch_size=4, dtype=F64, **kw).samples
-    torch.testing.assert_close(a, b[:5], rtol=0, atol=0)
+    assert_batch_invariant(s.ExactScoreModel(s.load_problem("gmm8"), SDES[sde_name]()), sampler, **kw)
 
 
 def test_bad_input_is_one_clear_error():

@@ -9,11 +9,13 @@ import torch
 
 import scoresde as s
 from scoresde.brownian import NoiseSource
-from scoresde.samplers import ancestral_sampling, pc_sample, sample
+from scoresde.samplers import ancestral_sampling, pc_sample
 from scoresde.samplers.exponential import ddim, etd_erk, make_grid
 from scoresde.samplers.seeds import seeds, seeds_step
 
 SDES = {"ve": s.VESDE, "vp": s.VPSDE, "subvp": s.SubVPSDE}
+from helpers import assert_batch_invariant, count_exact_calls
+
 F64 = torch.float64
 
 
@@ -142,25 +144,12 @@ def test_linear_part_and_noise_are_exact(sde_name, order):
     assert abs(v / se**2 - 1) < 1e-10, (v, se**2, aT, ae)
 
 
-def _count(model):
-    calls = {"n": 0}
-    for name in ("score", "denoised"):
-        fn = getattr(model.problem, name)
-
-        def counted(*a, _fn=fn, **k):
-            calls["n"] += 1
-            return _fn(*a, **k)
-
-        setattr(model.problem, name, counted)
-    return calls
-
-
 @pytest.mark.parametrize("order", [1, 2, 3])
 @pytest.mark.parametrize("prediction", ["data", "noise"])
 def test_seeds_nfe_is_exact(order, prediction):
     """NFE = order * steps (+1 for the counted Tweedie denoise), and each step takes `order` draws."""
     model = s.ExactScoreModel(s.load_problem("gmm8"), s.SubVPSDE())
-    calls = _count(model)
+    calls = count_exact_calls(model)
     x, noise = _prior(model, 4, 0)
     res = seeds(model, x, noise, order=order, steps=5, prediction=prediction)
     assert res.nfe == 5 * order == calls["n"]
@@ -173,12 +162,7 @@ def test_seeds_nfe_is_exact(order, prediction):
 @pytest.mark.parametrize("order,eta", [(1, 1.0), (2, 0.5), (3, 1.0)])
 def test_seeds_samples_do_not_depend_on_batch(sde_name, order, eta):
     model = s.ExactScoreModel(s.load_problem("gmm8"), SDES[sde_name]())
-    kw = {"order": order, "eta": eta, "steps": 6}
-    a = sample(model, 5, 11, seeds, (2,), batch_size=5, dtype=F64, **kw).samples
-    b = sample(model, 13, 11, seeds, (2,), batch_size=4, dtype=F64, **kw).samples
-    torch.testing.assert_close(a, b[:5], rtol=0, atol=0)
-    c = sample(model, 5, 12, seeds, (2,), batch_size=5, dtype=F64, **kw).samples
-    assert (a - c).abs().min() > 0
+    assert_batch_invariant(model, seeds, order=order, eta=eta, steps=6)
 
 
 def test_seeds_rejects_bad_options():

@@ -125,6 +125,15 @@ def _nonneg_int(s: str) -> int:
     return v
 
 
+def _add_sde_arguments(group, sde_help: str) -> None:
+    """--sde and its parameters (for exact-score problems; a trained model brings its own)."""
+    group.add_argument("--sde", choices=sorted(_sde_names()), help=sde_help)
+    group.add_argument("--sigma-min", type=_positive(float), help="VE: smallest noise level (default 0.01)")
+    group.add_argument("--sigma-max", type=_positive(float), help="VE: largest noise level (default 50)")
+    group.add_argument("--beta-min", type=_positive(float), help="VP/sub-VP: beta(0) (default 0.1)")
+    group.add_argument("--beta-max", type=_positive(float), help="VP/sub-VP: beta(1) (default 20)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scoresde", description="Score-based generative modelling through SDEs (Song et al. 2021).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,11 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--workdir", metavar="W", help="a training workdir: sample its newest checkpoint (EMA weights)")
     src.add_argument("--trust-checkpoint", action="store_true",
                      help="allow full unpickling of the checkpoint (only for files you trust)")
-    src.add_argument("--sde", choices=sorted(_sde_names()), help="forward SDE of an exact problem (default vp)")
-    src.add_argument("--sigma-min", type=_positive(float), help="VE: smallest noise level (default 0.01)")
-    src.add_argument("--sigma-max", type=_positive(float), help="VE: largest noise level (default 50)")
-    src.add_argument("--beta-min", type=_positive(float), help="VP/sub-VP: beta(0) (default 0.1)")
-    src.add_argument("--beta-max", type=_positive(float), help="VP/sub-VP: beta(1) (default 20)")
+    _add_sde_arguments(src, "forward SDE of an exact problem (default vp)")
     src.add_argument("--eps", type=_positive(float), help="end time of sampling (default 1e-5 VE, 1e-3 VP/sub-VP)")
 
     run = s.add_argument_group("run")
@@ -236,11 +241,7 @@ def _add_flow_arguments(p: argparse.ArgumentParser, out_metavar: str, out_help: 
                      help="allow full unpickling of the checkpoint (only for files you trust)")
     src.add_argument("--problem", metavar="NAME_OR_JSON",
                      help="a built-in exact-score problem (see `scoresde problems`) or a JSON mixture file")
-    src.add_argument("--sde", choices=sorted(_sde_names()), help="--problem: forward SDE (default vp)")
-    src.add_argument("--sigma-min", type=_positive(float), help="VE: smallest noise level (default 0.01)")
-    src.add_argument("--sigma-max", type=_positive(float), help="VE: largest noise level (default 50)")
-    src.add_argument("--beta-min", type=_positive(float), help="VP/sub-VP: beta(0) (default 0.1)")
-    src.add_argument("--beta-max", type=_positive(float), help="VP/sub-VP: beta(1) (default 20)")
+    _add_sde_arguments(src, "--problem: forward SDE (default vp)")
     src.add_argument("--data", metavar="POINTS.npy", help="--problem: points to evaluate, (N, d) .npy or an .npz "
                                                           "holding `samples` (default: draw --num from the problem)")
     run = p.add_argument_group("run")
