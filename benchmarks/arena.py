@@ -60,7 +60,8 @@ import torch
 from torch import Tensor
 
 from scoresde._tensor import like
-from scoresde.brownian import NoiseSource, sample_seed
+from scoresde.brownian import NoiseSource
+from scoresde.seeding import PEER_NOISE, PEER_NOISE_ALT, sample_seed
 from scoresde.exact import (
     EmpiricalDistribution,
     ExactScoreModel,
@@ -320,7 +321,7 @@ def scoresde_samplers() -> list[Sampler]:
         def run(ctx, steps):
             m = ctx["model"]
             res = call(m, ctx["x"], ctx["noise"], steps)
-            return _ve(m.sde, res.samples, m.sde.eps)
+            return _ve(m.sde, res.samples, m.sde.t_end)
 
         out.append(Sampler(name, "scoresde", "sde", order, run, note))
 
@@ -339,7 +340,7 @@ def scoresde_samplers() -> list[Sampler]:
 
             m = ctx["model"]
             res = ggf_sample(m, ctx["x"], ctx["noise"], rtol=rtol, atol=rtol * 0.156, noise_mode=mode, denoise=False)
-            r = _ve(m.sde, res.samples, m.sde.eps)
+            r = _ve(m.sde, res.samples, m.sde.t_end)
             r.info = {"rejected": res.info.get("rejected"), "accepted": res.info.get("accepted")}
             return r
 
@@ -354,7 +355,7 @@ def scoresde_samplers() -> list[Sampler]:
 
 def kdiffusion_samplers(kd) -> list[Sampler]:
     def sigma_range(sde):
-        return float(sde.sigma_tilde(sde.eps)), float(sde.sigma_tilde(sde.T))
+        return float(sde.sigma_tilde(sde.t_end)), float(sde.sigma_tilde(sde.T))
 
     def fixed(name, fn, order, tree=False, note=""):
         def run(ctx, steps):
@@ -500,9 +501,9 @@ class Result:
 def run_one(prob: Problem, s: Sampler, param, seed: int, counted: Counted) -> Result:
     noise = NoiseSource(seed, prob.shape, range(prob.n), dtype=prob.dtype)
     x_T = counted.sde.prior_sample(noise.draw())
-    ctx = {"model": counted, "x": x_T, "noise": noise, "peer_seed": int(sample_seed(seed, 0, stream=7) % 2**31)}
+    ctx = {"model": counted, "x": x_T, "noise": noise, "peer_seed": int(sample_seed(seed, 0, stream=PEER_NOISE) % 2**31)}
     if s.family == "diffusers":
-        ctx["peer_seed"] = int(sample_seed(seed, 0, stream=8) % 2**31)
+        ctx["peer_seed"] = int(sample_seed(seed, 0, stream=PEER_NOISE_ALT) % 2**31)
     counted.reset()
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -61,7 +61,7 @@ def run_em(model, num, seed, steps):
     x, noise = start(model.sde, num, seed)
     t0 = time.perf_counter()
     res = pc_sample(model, x, noise, steps=steps, predictor=euler_maruyama, corrector=None, denoise=False)
-    out = model.denoised(res.samples, model.sde.eps)  # the same Tweedie step GGF ends with
+    out = model.denoised(res.samples, model.sde.t_end)  # the same Tweedie step GGF ends with
     wall = time.perf_counter() - t0
     return out, {"nfe": res.nfe + 1, "nfe_mean": float(res.nfe + 1), "reject": 0.0, "wall": wall}
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, cls in SDES.items():
         sde = cls()
         gmodel = s.ExactScoreModel(gauss, sde)
-        v0 = float(gauss.marginal_moments(*sde.marginal(sde.eps))[1])
+        v0 = float(gauss.marginal_moments(*sde.marginal(sde.t_end))[1])
         for rtol in (0.05, 0.02):
             for cap in (10.0, None):
                 noise = NoiseSource(1, (1,), 3000, dtype=torch.float64)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, setting, r in rows:
         lines.append(f"| {name} | {setting} | {r['light']:.4f} | {r['tv']:.4f} | {r['floor']:.4f} | {r['spread']:.3f} "
                      f"| {r['nfe']:.0f} | {r['nfe_mean']:.1f} | {r['reject']:.2f} | {r['wall']:.1f} |")
-    alpha, sigma = (float(v) for v in model.sde.marginal(model.sde.eps))
+    alpha, sigma = (float(v) for v in model.sde.marginal(model.sde.t_end))
     if isinstance(problem, s.GaussianMixture) and float(problem.stds.min()) > 0:
         sk = problem.stds
         exact_spread = float((alpha * sk / torch.sqrt(alpha**2 * sk**2 + sigma**2)).mean())

@@ -5,7 +5,7 @@
 
 (a) bits/dim (uniform dequantisation, offset 7 for the [-1,1] data) of the newest checkpoint in
 ``--workdir`` (EMA weights) on held-out digits, Hutchinson-Rademacher with one probe, dopri5 at
-rtol = atol = 1e-5 - the seed's evaluation. Skipped with a message when the workdir has no checkpoint.
+rtol = atol = 1e-5 - score_sde_pytorch's evaluation. Skipped with a message when the workdir has no checkpoint.
 (b) On 4-mode isotropic Gaussian mixtures (VP SDE, exact score) in d dimensions: NFE, backward
 passes, wall time and the error against the closed-form log p_eps of the exact divergence, and the
 per-point standard deviation of the Hutchinson error (Gaussian / Rademacher probes, one probe).
@@ -127,7 +127,7 @@ def write_markdown(path: Path, mnist: dict | None, rows: list[dict], args, skipp
                   (f"| {mnist['workdir']} | {mnist['step']} | {mnist['sde']} | {mnist['num']} x {mnist['repeats']} | "
                    f"{mnist['mean']:.3f} +- {mnist['se']:.3f} | {mnist['nfe']} | {mnist['wall']:.0f} |"), "",
                   ("Uniform dequantisation x = (255 x01 + u)/256, data centred to [-1,1], so bpd = -log p/(D ln 2) + 7;"
-                   " Hutchinson with one Rademacher probe per image (the seed's evaluation). The s.e. is across"
+                   " Hutchinson with one Rademacher probe per image (score_sde_pytorch's evaluation). The s.e. is across"
                    " images."), ""]
     lines += ["## (b) exact vs Hutchinson divergence on Gaussian mixtures (VP, exact score)", "",
               (f"{args.num} points per d; 4 isotropic modes. `bias` is the mean of (estimate - exact) +- its "

@@ -101,14 +101,14 @@ def test_never_past_eps_and_finished_samples_stay_finished(sde_name):
     rec = Recorder()
     res = ggf_sample(model, x, noise, rtol=0.1, callback=rec, denoise=False)
     ts = torch.stack(rec.t)  # (iterations, batch)
-    assert float(ts.min()) == sde.eps and torch.all(ts[-1] == sde.eps)  # lands exactly on eps
+    assert float(ts.min()) == sde.t_end and torch.all(ts[-1] == sde.t_end)  # lands exactly on eps
     assert torch.all(ts[1:] <= ts[:-1])  # time only decreases
     for i in range(1, len(rec.t)):
-        finished = rec.t[i - 1] <= sde.eps
+        finished = rec.t[i - 1] <= sde.t_end
         assert not bool(torch.isin(torch.nonzero(finished).squeeze(1), rec.rows[i]).any())  # not evaluated
         assert torch.equal(rec.x[i][finished], rec.x[i - 1][finished])  # not moved
     # samples finish at different iterations (per-sample steps), and the result is the last state
-    finish = (ts <= sde.eps).double().argmax(0)
+    finish = (ts <= sde.t_end).double().argmax(0)
     assert finish.unique().numel() > 1
     assert torch.equal(res.samples, rec.x[-1])
 
@@ -173,7 +173,7 @@ def test_no_stall_pathological_model():
     res = ggf_sample(Wild(sde, "score"), x, noise, h_min=0.1, denoise=False)
     # every step that is not at the floor is rejected, steps at the floor are forced through
     acc = res.info["accepted_per_sample"]
-    assert torch.all(acc == math.ceil((sde.T - sde.eps) / 0.1))
+    assert torch.all(acc == math.ceil((sde.T - sde.t_end) / 0.1))
     assert res.info["rejected"] > 0 and res.nfe < 200
     x, noise = _start(sde, 3, (2,))
     with pytest.raises(RuntimeError, match="max_steps=7"):
@@ -190,7 +190,7 @@ def test_no_stall_pathological_model():
 
 @pytest.mark.parametrize("kw, match", [({"rtol": -1}, "rtol"), ({"rtol": 0, "atol": 0}, "both be 0"),
                                        ({"norm": "l3"}, "error norm"), ({"noise_mode": "x"}, "noise mode"),
-                                       ({"h_init": 0}, "h_init"), ({"eps": 2.0}, "eps")])
+                                       ({"h_init": 0}, "h_init"), ({"t_end": 2.0}, "t_end")])
 def test_bad_input_one_clear_error(kw, match):
     sde = s.VPSDE()
     x, noise = _start(sde, 2, (2,))
@@ -198,7 +198,7 @@ def test_bad_input_one_clear_error(kw, match):
         ggf_sample(s.ExactScoreModel(s.load_problem("gmm2"), sde), x, noise, **kw)
 
 
-def test_lamba_error_sees_the_drift_only():
+def test_drift_error_only_sees_the_drift_only():
     """With zero drift (VE, zero score) Lamba's estimate is exactly 0; GGF's still sees g(t - h) - g(t)."""
 
     class Zero(ScoreModel):
@@ -206,12 +206,12 @@ def test_lamba_error_sees_the_drift_only():
             return torch.zeros_like(x)
 
     sde = s.VESDE(sigma_max=5.0)
-    for lamba in (True, False):
+    for drift_only in (True, False):
         x, noise = _start(sde, 4, (3,))
         rec = Recorder()
-        res = ggf_sample(Zero(sde, "score"), x, noise, lamba=lamba, callback=rec, denoise=False)
+        res = ggf_sample(Zero(sde, "score"), x, noise, drift_error_only=drift_only, callback=rec, denoise=False)
         errs = torch.cat(rec.errors)
-        if lamba:
+        if drift_only:
             assert torch.all(errs == 0) and res.info["rejected"] == 0
             assert res.info["iterations"] == 3  # h_init = 0.01, x10 (factor_max), then the rest to eps
         else:
@@ -224,7 +224,7 @@ def test_error_shrinks_and_nfe_grows_as_tolerance_tightens(sde_name):
     sde = SDES[sde_name]()
     prob = s.Gaussian([0.5], [0.05])
     model = s.ExactScoreModel(prob, sde)
-    m0, v0 = (float(v) for v in prob.marginal_moments(*sde.marginal(sde.eps)))
+    m0, v0 = (float(v) for v in prob.marginal_moments(*sde.marginal(sde.t_end)))
     n = 3000
     errs, nfes = [], []
     for rtol in (0.5, 0.2, 0.05):
@@ -248,10 +248,10 @@ def test_gaussian_moments_at_default_tolerance(sde_name):
     n = 2000
     x, noise = _start(sde, n, (2,), seed=2)
     res = ggf_sample(model, x, noise, rtol=0.02, denoise=False)
-    m0, v0 = prob.marginal_moments(*sde.marginal(sde.eps))
+    m0, v0 = prob.marginal_moments(*sde.marginal(sde.t_end))
     assert torch.all((res.samples.mean(0) - m0).abs() < 4 * (v0 / n).sqrt())
     assert torch.all((res.samples.var(0) / v0 - 1).abs() < 0.1)
-    den = model.denoised(res.samples, sde.eps)
+    den = model.denoised(res.samples, sde.t_end)
     x, noise = _start(sde, n, (2,), seed=2)
     torch.testing.assert_close(ggf_sample(model, x, noise, rtol=0.02).samples, den, rtol=1e-12, atol=1e-12)
 
@@ -285,7 +285,7 @@ def test_k_diffusion_entry_point():
     seen = []
     out = sample_ggf(denoiser, x, sigmas, seed=7, rtol=0.02, disable=True, callback=lambda d: seen.append(d["sigma"]))
     # the wiring: GGF over VE(sigma_min=0.01, sigma_max=20) from t = 1 to 0, Brownian side stream 1 of seed 7
-    ve = s.VESDE(sigma_min=0.01, sigma_max=20.0, eps=0.0)
+    ve = s.VESDE(sigma_min=0.01, sigma_max=20.0, t_end=0.0)
     ref = ggf_sample(DenoiserModel(denoiser, ve), x, SampleStreams(7, (2,), n, stream=1, dtype=F64), rtol=0.02)
     assert torch.equal(out, ref.samples)
     assert float(torch.stack(seen).min()) == pytest.approx(0.01, rel=1e-12)

@@ -1,4 +1,4 @@
-"""Exact-score problems (design §7): closed-form log densities, scores, denoisers, file loading."""
+"""Exact-score problems: closed-form log densities, scores, denoisers, file loading."""
 from __future__ import annotations
 
 import json

@@ -30,7 +30,7 @@ def flow_problem(sde):
     prob = s.Gaussian([0.7], [0.3])
     model = s.ExactScoreModel(prob, sde)
     mT, vT = prob.marginal_moments(*sde.marginal(sde.T))
-    m0, v0 = prob.marginal_moments(*sde.marginal(sde.eps))
+    m0, v0 = prob.marginal_moments(*sde.marginal(sde.t_end))
     z = torch.tensor([[-2.0], [0.3], [1.5]], dtype=F64)
     return model, mT + vT.sqrt() * z, m0 + v0.sqrt() * z
 
@@ -91,7 +91,7 @@ def test_edm_churn_converges_to_exact_variance():
     prob = s.Gaussian([0.7], [0.3])
     model = s.ExactScoreModel(prob, sde)
     mT, vT = (float(v) for v in prob.marginal_moments(*sde.marginal(sde.T)))
-    m0, v0 = (float(v) for v in prob.marginal_moments(*sde.marginal(sde.eps)))
+    m0, v0 = (float(v) for v in prob.marginal_moments(*sde.marginal(sde.t_end)))
     ns, errs = [16, 32, 64], []
     for n in ns:
         grid = make_grid(sde, n, "edm")

@@ -1,4 +1,4 @@
-"""Likelihoods through the probability-flow ODE agree with closed forms (design §5)."""
+"""Likelihoods through the probability-flow ODE agree with closed forms."""
 from __future__ import annotations
 
 import math
@@ -144,9 +144,9 @@ def _zero_score_model(sde):
     return s.NetworkModel(lambda x, c: torch.zeros_like(x), sde, "eps")
 
 
-def _zero_score_logp(sde, x, eps=1e-5):
+def _zero_score_logp(sde, x, t_end=1e-5):
     # x_T = x alpha_T / alpha_eps, and the log-det of that map is D log(alpha_T / alpha_eps)
-    ratio = float(sde.alpha(sde.T) / sde.alpha(eps))
+    ratio = float(sde.alpha(sde.T) / sde.alpha(t_end))
     d = x[0].numel()
     return sde.prior_logp(x * ratio) + d * math.log(ratio)
 
@@ -232,7 +232,7 @@ def test_round_trip_error_is_small_at_tight_tolerance(sde):
     ({"divergence": "hutchinson", "probe": "uniform"}, "unknown probe"),
     ({"divergence": "hutchinson", "probes": 0}, "probes must be >= 1"),
     ({"rtol": 0.0}, "rtol and atol"),
-    ({"eps": 1.5}, "eps must lie in"),
+    ({"t_end": 1.5}, "t_end must lie in"),
     ({"batch_size": 0}, "batch_size"),
 ])
 def test_bad_input_is_one_clear_error(kw, needle):

@@ -1,4 +1,4 @@
-"""Image score networks (design §8): the net(x, c) contract, conditioning, no cross-sample leakage,
+"""Image score networks: the net(x, c) contract, conditioning, no cross-sample leakage,
 gradient coverage, and FIR resampling truths. Everything runs at tiny widths."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model contract (design §1): score / eps / data / v / scaled_score conversions and adapters."""
+"""The model contract: score / eps / data / v / scaled_score conversions and adapters."""
 from __future__ import annotations
 
 import itertools
@@ -37,7 +37,7 @@ def _setup(sde, n: int = 12, seed: int = 0):
 
 
 def _truth(x0, eps, a, s) -> dict[str, torch.Tensor]:
-    """Every prediction kind at the true (x0, eps), from design §1 (not from the library)."""
+    """Every prediction kind at the true (x0, eps), from the formulas of Song et al. 2021 (not from the library)."""
     r = torch.sqrt(a**2 + s**2)
     return {"score": -eps / s, "eps": eps, "data": x0, "v": (a * eps - s * x0) / r, "scaled_score": -eps}
 
@@ -163,7 +163,7 @@ def test_log_noise_level_is_edm_c_noise(sde):
 
 
 def test_seed_vp_convention_score_is_minus_eps_over_sigma():
-    """score = -net(x, 999 t) / sigma_t for the seed's VP eps-networks."""
+    """score = -net(x, 999 t) / sigma_t for score_sde_pytorch's VP eps-networks."""
     vp = VPSDE()
     net = lambda x, c: torch.sin(x) * (1 + c[:, None] / 999)  # noqa: E731 - an arbitrary eps-net
     model = NetworkModel(net, vp, "eps", scaled_time(999))

@@ -49,7 +49,7 @@ def test_euler_maruyama_weak_order_one(sde_name):
     prob = s.Gaussian([0.7], [0.3])
     model = s.ExactScoreModel(prob, sde)
     aT, sT = (float(v) for v in sde.marginal(sde.T))
-    a0, s0 = (float(v) for v in sde.marginal(sde.eps))
+    a0, s0 = (float(v) for v in sde.marginal(sde.t_end))
     m_true, v_true = a0 * 0.7, a0**2 * 0.09 + s0**2
     ns, errs = [16, 32, 64, 128, 256], []
     for n in ns:
@@ -90,7 +90,7 @@ def test_predictors_converge_to_exact_marginal(sde_name, predictor):
     prob = s.Gaussian([0.7], [0.3])
     model = s.ExactScoreModel(prob, sde)
     aT, sT = (float(v) for v in sde.marginal(sde.T))
-    a0, s0 = (float(v) for v in sde.marginal(sde.eps))
+    a0, s0 = (float(v) for v in sde.marginal(sde.t_end))
     m_true, v_true = a0 * 0.7, a0**2 * 0.09 + s0**2
     errs = []
     for n in (50, 200, 800):
@@ -131,7 +131,7 @@ def test_ode_sampler_reproduces_gaussian_moments(sde_name):
     prob = s.Gaussian([0.5, -0.25], [0.3, 0.1])
     model = s.ExactScoreModel(prob, sde)
     mT, vT = prob.marginal_moments(*sde.marginal(sde.T))
-    m0, v0 = prob.marginal_moments(*sde.marginal(sde.eps))
+    m0, v0 = prob.marginal_moments(*sde.marginal(sde.t_end))
     x = mT + vT.sqrt() * _whitened(256, 2, 0)
     res = ode_sample(model, x, rtol=1e-7, atol=1e-7)
     assert (res.samples.mean(0) - m0).abs().max() < 1e-3
@@ -146,7 +146,7 @@ def test_fixed_step_ode_orders(method, order):
     prob = s.Gaussian([0.5], [0.3])
     model = s.ExactScoreModel(prob, sde)
     mT, vT = prob.marginal_moments(*sde.marginal(sde.T))
-    m0, v0 = prob.marginal_moments(*sde.marginal(sde.eps))
+    m0, v0 = prob.marginal_moments(*sde.marginal(sde.t_end))
     x = mT + vT.sqrt() * _whitened(64, 1, 1)
     ns = [16, 32, 64, 128] if order < 4 else [8, 16, 32, 64]
     errs = []

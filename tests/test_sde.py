@@ -1,4 +1,4 @@
-"""Forward SDEs (design §1): marginals against drift/diffusion, Monte-Carlo, inverses, discrete chains."""
+"""Forward SDEs: marginals against drift/diffusion, Monte-Carlo, inverses, discrete chains."""
 from __future__ import annotations
 
 import math
@@ -34,7 +34,7 @@ def _times(n: int = 7, lo: float = 0.01, hi: float = 0.99) -> torch.Tensor:
 # ---- closed forms of the design table, computed independently of the library ------------------
 
 def _table(sde, t: float) -> tuple[float, float, float, float]:
-    """(alpha_t, sigma_t, a(t), g(t)^2) from design §1's table, in plain floats."""
+    """(alpha_t, sigma_t, a(t), g(t)^2) from the SDE table of docs/architecture.md (Song et al. 2021), in plain floats."""
     if isinstance(sde, VESDE):
         r = math.log(sde.sigma_max / sde.sigma_min)
         s = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t
@@ -147,14 +147,14 @@ def test_marginals_match_simulated_forward_sde(sde):
 # ---- inverses ----------------------------------------------------------------------------------
 
 def test_t_from_sigma_tilde_inverts_sigma_tilde(sde):
-    t = torch.cat([torch.tensor([sde.eps, 1e-3, 1.0], dtype=F64), _times(50)])
+    t = torch.cat([torch.tensor([sde.t_end, 1e-3, 1.0], dtype=F64), _times(50)])
     torch.testing.assert_close(sde.t_from_sigma_tilde(sde.sigma_tilde(t)), t, rtol=1e-10, atol=1e-12)
     sig = sde.sigma_tilde(_times(20))
     torch.testing.assert_close(sde.sigma_tilde(sde.t_from_sigma_tilde(sig)), sig, rtol=1e-10, atol=0)
 
 
 def test_t_from_log_snr_inverts_log_snr(sde):
-    t = torch.cat([torch.tensor([sde.eps, 1e-3, 1.0], dtype=F64), _times(50)])
+    t = torch.cat([torch.tensor([sde.t_end, 1e-3, 1.0], dtype=F64), _times(50)])
     torch.testing.assert_close(sde.t_from_log_snr(sde.log_snr(t)), t, rtol=1e-10, atol=1e-12)
     lam = sde.log_snr(_times(20))
     torch.testing.assert_close(sde.log_snr(sde.t_from_log_snr(lam)), lam, rtol=1e-10, atol=1e-10)

@@ -82,7 +82,7 @@ def propagate(model, grid, m, v, order, eta, prediction="data"):
 def _gauss(sde):
     prob = s.Gaussian([0.7], [0.3])
     mT, vT = (float(u) for u in prob.marginal_moments(*sde.marginal(sde.T)))
-    m0, v0 = (float(u) for u in prob.marginal_moments(*sde.marginal(sde.eps)))
+    m0, v0 = (float(u) for u in prob.marginal_moments(*sde.marginal(sde.t_end)))
     return s.ExactScoreModel(prob, sde), mT, vT, m0, v0
 
 
@@ -137,8 +137,8 @@ def test_linear_part_and_noise_are_exact(sde_name, order):
     after 3 steps, whatever k (the noise form treats eps = x / sigma as the nonlinearity, so it is not exact)."""
     sde = SDES[sde_name]()
     model = s.ExactScoreModel(s.Gaussian([0.0], [0.0]), sde)
-    sT, se = float(sde.sigma(sde.T)), float(sde.sigma(sde.eps))
-    aT, ae = float(sde.alpha(sde.T)), float(sde.alpha(sde.eps))
+    sT, se = float(sde.sigma(sde.T)), float(sde.sigma(sde.t_end))
+    aT, ae = float(sde.alpha(sde.T)), float(sde.alpha(sde.t_end))
     # start from p_T of the point mass (variance sigma_T^2; the VE prior_std equals sigma_T)
     _, v = propagate(model, make_grid(sde, 3), 0.0, sT**2, order, 1.0)
     assert abs(v / se**2 - 1) < 1e-10, (v, se**2, aT, ae)

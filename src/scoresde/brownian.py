@@ -18,26 +18,16 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from .seeding import sample_seed
 
 __all__ = ["NOISE_MODES", "BrownianPath", "NoiseSource", "SampleStreams", "sample_seed"]
 
 _BLOCK = 16
 _HIT = 1e-12  # relative distance under which a queried time is taken to be a revealed point
 _SIDE_BLOCK = 64  # block size of the side streams (part of their definition, like _BLOCK)
-
-
-def sample_seed(seed: int, index: int, stream: int = 0) -> int:
-    """The generator seed of sample ``index`` in a run with seed ``seed`` (a 63-bit integer).
-
-    ``stream`` > 0 names an independent side stream of the same sample (e.g. the Brownian path of
-    an adaptive solver, independent of the prior draw taken from stream 0).
-    """
-    entropy = [int(seed) & 0xFFFFFFFFFFFFFFFF, int(index)] + ([int(stream)] if stream else [])
-    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 class NoiseSource:

@@ -51,11 +51,11 @@ examples:
   scoresde likelihood --problem gmm64 --sde subvp --divergence hutchinson --probe gaussian --probes 4 \\
       --num 200 --out out/gmm64_logp.npz
 
-log p_eps(x) (nats) = log p_T(x_T) + int_eps^T div f~ dt along the probability-flow ODE (dopri5).
+log p_{t_end}(x) (nats) = log p_T(x_T) + int_{t_end}^T div f~ dt along the probability-flow ODE (dopri5).
 With --workdir on images: bits/dim of uniformly dequantised held-out images, averaged over
 --repeats dequantisation draws, +- the standard error across images (offset 8 bits for [0,1]
 data, 7 for data centred to [-1,1]). With --problem: per-point `logp` (nats) and `nfe` in the
-.npz, compared with the closed-form log-density of the marginal at eps. --data takes an (N, d)
+.npz, compared with the closed-form log-density of the marginal at t_end. --data takes an (N, d)
 .npy, or an .npz holding `samples` (the output of `scoresde sample`).
 Divergence: exact (one backward pass per dimension; the default for points of up to 64 dims) or
 Hutchinson-Skilling with --probes probes per point, fixed for the solve; point i's probes come
@@ -67,7 +67,7 @@ examples:
   scoresde encode --problem gmm8 --sde vp --num 200 --out out/latents.npz
   scoresde encode --workdir runs/mnist --split test --num 16 --rtol 1e-6 --atol 1e-6 --out out/mnist_latents.npz
 
-Encodes data (at t = eps) to latents at T along the probability-flow ODE, decodes them back and
+Encodes data (at t = t_end) to latents at T along the probability-flow ODE, decodes them back and
 reports the round-trip error max_i |x_i - decode(encode(x))_i|. The .npz holds `latents`,
 `reconstruction`, `error` (per point), `nfe_encode` and `nfe_decode`.
 """
@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--trust-checkpoint", action="store_true",
                      help="allow full unpickling of the checkpoint (only for files you trust)")
     _add_sde_arguments(src, "forward SDE of an exact problem (default vp)")
-    src.add_argument("--eps", type=_positive(float), help="end time of sampling (default 1e-5 VE, 1e-3 VP/sub-VP)")
+    src.add_argument("--t-end", "--eps", dest="t_end", type=_positive(float),
+                     help="end time of sampling (default 1e-5 VE, 1e-3 VP/sub-VP; --eps is the old name)")
 
     run = s.add_argument_group("run")
     run.add_argument("--num", type=_positive(int), default=1000, help="number of samples (default 1000)")
@@ -174,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--snr", type=_positive(float), help="[pc] corrector signal-to-noise ratio (default 0.16 VE, 0.01 VP)")
     smp.add_argument("--n-corrector", type=_nonneg_int, help="[pc] corrector steps per predictor step (default 1)")
     smp.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None,
-                     help="[pc, ggf, fast samplers] final Tweedie denoise at eps, one NFE (default: on for pc and "
+                     help="[pc, ggf, fast samplers] final Tweedie denoise at t_end, one NFE (default: on for pc and "
                           "ggf, off for the exponential / edm samplers)")
     smp.add_argument("--method", choices=["dopri5", "euler", "heun", "rk4"], help="[ode] solver (default dopri5)")
     smp.add_argument("--rtol", type=_positive(float), help="[ode dopri5, ggf] relative tolerance "
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     div.add_argument("--probes", type=_positive(int), help="hutchinson probes per point, fixed for the solve (default 1)")
 
     en = sub.add_parser("encode", help="encode data to latents along the probability-flow ODE and decode back",
-                        description="Encode data (at t = eps) to latents at T along the probability-flow ODE, "
+                        description="Encode data (at t = t_end) to latents at T along the probability-flow ODE, "
                                     "decode them back with the ODE sampler, and report the round-trip error.",
                         epilog=EPILOG_ENCODE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_flow_arguments(en, "FILE.npz", ".npz for latents, reconstruction, error, nfe_encode, nfe_decode",
@@ -252,8 +253,9 @@ def _add_flow_arguments(p: argparse.ArgumentParser, out_metavar: str, out_help: 
                                                                "workdir)")
     run.add_argument("--rtol", type=_positive(float), default=1e-5, help="dopri5 relative tolerance (default 1e-5)")
     run.add_argument("--atol", type=_positive(float), default=1e-5, help="dopri5 absolute tolerance (default 1e-5)")
-    run.add_argument("--eps", dest="t_eps", metavar="EPS", type=_positive(float), default=1e-5,
-                     help="the data end of the ODE, t = eps (default 1e-5, as the seed's likelihood)")
+    run.add_argument("--t-end", "--eps", dest="t_end", metavar="T_END", type=_positive(float), default=1e-5,
+                     help="the data end of the ODE, t = t_end (default 1e-5, as score_sde_pytorch's likelihood; "
+                          "--eps is the old name)")
     run.add_argument("--out", required=out_required, metavar=out_metavar, help=out_help)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -279,8 +281,8 @@ def _make_sde(args, prog: str = "scoresde sample"):
         bad = [k for k in ("sigma_min", "sigma_max") if getattr(args, k) is not None]
     if bad:
         raise CLIError(f"{prog}: --{bad[0].replace('_', '-')} does not apply to --sde {args.sde}")
-    if getattr(args, "eps", None) is not None:
-        kw["eps"] = args.eps
+    if getattr(args, "t_end", None) is not None:
+        kw["t_end"] = args.t_end
     try:
         return names[args.sde](**kw)
     except ValueError as e:
@@ -431,7 +433,7 @@ def _sample_workdir(args, out: Path) -> int:
     from .checkpoint import CheckpointError
     from .train import model_from_workdir, sample_from, save_samples_picture
 
-    for k in ("sde", "sigma_min", "sigma_max", "beta_min", "beta_max", "eps"):
+    for k in ("sde", "sigma_min", "sigma_max", "beta_min", "beta_max", "t_end"):
         if getattr(args, k) is not None:
             raise CLIError(f"scoresde sample: --{k.replace('_', '-')} comes from the trained model's config "
                            "with --workdir")
@@ -545,8 +547,8 @@ class _FlowSource:
 
 
 def _flow_source(args, prog: str) -> _FlowSource:
-    if args.t_eps >= 1.0:
-        raise CLIError(f"{prog}: --eps must be < T = 1, got {args.t_eps:g}")
+    if args.t_end >= 1.0:
+        raise CLIError(f"{prog}: --t-end must be < T = 1, got {args.t_end:g}")
     if (args.problem is None) == (args.workdir is None):
         raise CLIError(f"{prog}: give exactly one of --problem (exact score) or --workdir (trained model)")
     if args.workdir is not None:
@@ -662,10 +664,10 @@ def cmd_likelihood(args) -> int:
     dim = src.x[0].numel()
     if args.divergence is not None:
         divergence = args.divergence
-    else:  # probes given imply hutchinson; exact only for low-dimensional points, as the seed does for images
+    else:  # probes given imply hutchinson; exact only for low-dimensional points, as score_sde_pytorch does for images
         divergence = "hutchinson" if hutch_only or dim > 64 or src.images01 is not None else "exact"
     kw = {"divergence": divergence, "probe": args.probe or "rademacher", "probes": args.probes or 1,
-          "rtol": args.rtol, "atol": args.atol, "eps": args.t_eps,
+          "rtol": args.rtol, "atol": args.atol, "t_end": args.t_end,
           "batch_size": args.batch_size or (10000 if src.problem is not None else 100)}
     desc = divergence if divergence == "exact" else f"hutchinson, {kw['probes']} {kw['probe']} probe(s)"
     t0 = time.perf_counter()
@@ -690,12 +692,12 @@ def cmd_likelihood(args) -> int:
             f"per dim; {n} points, {desc}, rtol={args.rtol:g} atol={args.atol:g}), NFE {res.nfe} per solve, "
             f"{wall:.1f} s")
     if src.problem is not None:
-        exact = src.model.log_prob(src.x, args.t_eps)
+        exact = src.model.log_prob(src.x, args.t_end)
         line += (f"\nclosed form log p_eps: mean {float(exact.mean()):.4f} nats; |ODE - closed form| mean "
                  f"{float((lp - exact).abs().mean()):.2e}, max {float((lp - exact).abs().max()):.2e} nats")
     print(line)
     if out is not None:
-        extra = {"logp_exact": src.model.log_prob(src.x, args.t_eps).numpy()} if src.problem is not None else {}
+        extra = {"logp_exact": src.model.log_prob(src.x, args.t_end).numpy()} if src.problem is not None else {}
         _save_npz(out, logp=lp.cpu().numpy(), nfe=np.int64(res.nfe), points=src.x.reshape(n, -1).cpu().numpy(),
                   prior_logp=res.prior_logp.cpu().numpy(), delta_logp=res.delta_logp.cpu().numpy(), seed=np.int64(args.seed),
                   divergence=divergence, **extra)
@@ -714,7 +716,7 @@ def cmd_encode(args) -> int:
     from .likelihood import round_trip
 
     t0 = time.perf_counter()
-    res = round_trip(src.model, src.x, rtol=args.rtol, atol=args.atol, eps=args.t_eps,
+    res = round_trip(src.model, src.x, rtol=args.rtol, atol=args.atol, t_end=args.t_end,
                      batch_size=args.batch_size or (10000 if src.problem is not None else 100),
                      progress=not args.no_progress)
     wall = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""Run configuration: YAML files mirroring the seed's configs, validated, with ``--set`` overrides.
+"""Run configuration: YAML files mirroring score_sde_pytorch's configs, validated, with ``--set`` overrides.
 
 A config has five sections - data, sde, model, training, sampling - each a dataclass below.
 Unknown keys and values of the wrong type are errors (:class:`ConfigError`, one line).
@@ -41,7 +41,7 @@ class SDEConfig:
     sigma_min: float = 0.01
     sigma_max: float = 50.0
     N: int = 1000
-    eps: float | None = None        # sampling end time (None: the SDE's default)
+    t_end: float | None = None      # sampling end time (None: the SDE's default)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class TrainingConfig:
     loss: str = "dsm"               # dsm, smld, ddpm
     reduce: str = "mean"            # mean, sum
     likelihood_weighting: bool = False
-    eps_train: float = 1e-5
+    t_min: float = 1e-5              # training draws t ~ U(t_min, T)
     batch_size: int = 128
     n_iters: int = 2000
     lr: float = 2e-4
@@ -161,6 +161,7 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         raise ConfigError("config: the file must hold a mapping of sections (data, sde, model, training, sampling)")
     cfg = Config()
     sections = {f.name for f in fields(Config)}
+    d = _renamed_keys(d)
     for name, values in d.items():
         if name not in sections:
             raise ConfigError(f"config: unknown section {name!r}; expected {', '.join(sorted(sections))}")
@@ -181,6 +182,23 @@ def config_from_dict(d: dict[str, Any]) -> Config:
     if cfg.sde.sigma_min >= cfg.sde.sigma_max:
         raise ConfigError("config: sde.sigma_min must be < sde.sigma_max")
     return cfg
+
+
+#: keys renamed since configs were first written (old workdirs keep loading): (section, old) -> new
+_RENAMED = {("sde", "eps"): "t_end", ("training", "eps_train"): "t_min"}
+
+
+def _renamed_keys(d: dict[str, Any]) -> dict[str, Any]:
+    out = dict(d)
+    for (section, old), new in _RENAMED.items():
+        values = out.get(section)
+        if isinstance(values, dict) and old in values:
+            values = dict(values)
+            if new in values:
+                raise ConfigError(f"config: {section}.{old} is the old name of {section}.{new}; give only one")
+            values[new] = values.pop(old)
+            out[section] = values
+    return out
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -227,7 +245,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def build_sde(c: SDEConfig):
     from .sde import SubVPSDE, VESDE, VPSDE
 
-    kw = {} if c.eps is None else {"eps": c.eps}
+    kw = {} if c.t_end is None else {"t_end": c.t_end}
     if c.name == "ve":
         return VESDE(c.sigma_min, c.sigma_max, c.N, **kw)
     return (VPSDE if c.name == "vp" else SubVPSDE)(c.beta_min, c.beta_max, c.N, **kw)
@@ -291,7 +309,7 @@ def build_loss(c: TrainingConfig, sde_name: str):
     from . import losses
 
     if c.loss == "dsm":
-        return losses.dsm_loss, {"eps_train": c.eps_train, "reduce": c.reduce,
+        return losses.dsm_loss, {"t_min": c.t_min, "reduce": c.reduce,
                                  "likelihood_weighting": c.likelihood_weighting}
     if c.loss == "smld":
         if sde_name != "ve":

@@ -1,4 +1,4 @@
-"""Exponential moving average of network weights (Polyak averaging, as the seed's ExponentialMovingAverage)."""
+"""Exponential moving average of network weights (Polyak averaging, as score_sde_pytorch's ExponentialMovingAverage)."""
 from __future__ import annotations
 
 import copy

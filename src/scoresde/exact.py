@@ -1,4 +1,4 @@
-"""Exact-score problems (design §7): data distributions whose noised marginals are known in closed form.
+"""Exact-score problems: data distributions whose noised marginals are known in closed form.
 
 For data x_0 ~ p_0 and x_t = alpha x_0 + sigma n:
 

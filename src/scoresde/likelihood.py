@@ -3,18 +3,18 @@
 Along the probability-flow ODE dx/dt = f~(x, t) = f(x, t) - g(t)^2 score(x, t) / 2 (eq. 13) the
 instantaneous change of variables (Chen et al. 2018) gives (Song et al. eq. 39)
 
-    log p_eps(x) = log p_T(x_T) + int_eps^T div f~(x_t, t) dt,      x_eps = x,
+    log p_{t_end}(x) = log p_T(x_T) + int_{t_end}^T div f~(x_t, t) dt,      x_{t_end} = x,
 
-integrated from eps up to T with an adaptive Runge-Kutta solver (dopri5, rtol = atol = 1e-5 as
-the seed). ``log p_T`` is the SDE's prior (:meth:`SDE.prior_logp`). The divergence is either exact
+integrated from t_end up to T with an adaptive Runge-Kutta solver (dopri5, rtol = atol = 1e-5 as
+score_sde_pytorch). ``log p_T`` is the SDE's prior (:meth:`SDE.prior_logp`). The divergence is either exact
 (one backward pass per dimension: low dimension only) or the Hutchinson-Skilling estimate
 z^T (d f~ / dx) z with Gaussian or Rademacher probes z drawn once per solve. Probe i comes from the
 per-sample stream (seed, i) of :class:`scoresde.brownian.NoiseSource`, so a point's probe does not
 depend on the batch it is in. The solver's steps are shared by a batch, so a point's log-density
 depends on its batch at the level of the tolerance only.
 
-What is computed is the density of the marginal at t = eps (data plus a tiny noise sigma_eps),
-exactly what the seed reports; compare it with a closed form at (alpha_eps, sigma_eps).
+What is computed is the density of the marginal at t = t_end (data plus a tiny noise sigma_{t_end}),
+exactly what score_sde_pytorch reports; compare it with a closed form at (alpha_eps, sigma_eps).
 
 Bits per dimension of 8-bit images (k / 255, k = 0..255), uniformly dequantised as
 x = (255 x_01 + u) / 256 = (k + u) / 256, u ~ U[0, 1)^D, with the model's density p over
@@ -24,12 +24,12 @@ y = s(x) (s the identity for "[0,1]" data, y = 2x - 1 for "[-1,1]" data):
     bpd = -log2 p_v / D = -log p(y) / (D ln 2) + log2(256) - log2 |ds/dx|,
 
 an offset of 8 bits for [0, 1] data and 8 - 1 = 7 for data centred to [-1, 1] (|ds/dx| = 2);
-this is the seed's ``offset = 7 - inverse_scaler(-1)``. By Jensen, E_u[bpd] upper-bounds the
-discrete model's bits/dim. The seed averages over ``repeats`` dequantisation draws; here each
+this is score_sde_pytorch's ``offset = 7 - inverse_scaler(-1)``. By Jensen, E_u[bpd] upper-bounds the
+discrete model's bits/dim. score_sde_pytorch averages over ``repeats`` dequantisation draws; here each
 image's bpd is averaged over the repeats and the standard error is taken across images.
 
-Encoding (the seed's "uniquely identifiable encoding"): x at eps -> latent x_T along the ODE, and
-decoding T -> eps with the ODE sampler (:func:`scoresde.samplers.ode_sample`).
+Encoding (score_sde_pytorch's "uniquely identifiable encoding"): x at t_end -> latent x_T along the ODE, and
+decoding T -> t_end with the ODE sampler (:func:`scoresde.samplers.ode_sample`).
 """
 from __future__ import annotations
 
@@ -39,16 +39,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
 from ._tensor import as_time
-from .brownian import NoiseSource, sample_seed
+from .brownian import NoiseSource
 from .parameterization import ScoreModel
 from .samplers.base import progress_bar
 from .samplers.ode import ode_sample, probability_flow
+from .seeding import DEQUANTISATION, HUTCHINSON_PROBES, derive_seed, sample_seed
 
 __all__ = [
     "DIVERGENCES",
@@ -75,16 +75,6 @@ Divergence = Literal["exact", "hutchinson"]
 Probe = Literal["gaussian", "rademacher"]
 DIVERGENCES: tuple[str, ...] = ("exact", "hutchinson")
 PROBES: tuple[str, ...] = ("gaussian", "rademacher")
-
-# streams of the derived per-purpose seeds (probes and dequantisation noise never share a stream)
-_PROBE_STREAM, _DEQUANT_STREAM = 1, 2
-
-
-def _derived_seed(seed: int, *parts: int) -> int:
-    """A 63-bit seed for one purpose / repeat of a run with seed ``seed``."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *[int(p) for p in parts]]).generate_state(2, np.uint32)
-    return ((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
-
 
 # ---- divergence --------------------------------------------------------------------------------------
 def draw_probes(seed: int, shape: tuple[int, ...], indices: range | list[int], n: int = 1,
@@ -180,22 +170,22 @@ def _check_tol(rtol: float, atol: float) -> None:
         raise ValueError(f"rtol and atol must be finite and > 0, got {rtol}, {atol}")
 
 
-def _end_time(model: ScoreModel, eps: float | None) -> float:
-    eps = 1e-5 if eps is None else float(eps)
-    if not 0 < eps < model.sde.T:
-        raise ValueError(f"eps must lie in (0, T={model.sde.T}), got {eps}")
-    return eps
+def _end_time(model: ScoreModel, t_end: float | None) -> float:
+    t_end = 1e-5 if t_end is None else float(t_end)
+    if not 0 < t_end < model.sde.T:
+        raise ValueError(f"t_end must lie in (0, T={model.sde.T}), got {t_end}")
+    return t_end
 
 
-def _solve_up(f: Callable[[Tensor, Tensor], Tensor], y0: Tensor, eps: float, T: float, rtol: float,
+def _solve_up(f: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t_end: float, T: float, rtol: float,
               atol: float) -> Tensor:
-    """dopri5 from eps to T, landing on T (never evaluating outside [eps, T])."""
-    ts = torch.tensor([eps, T], dtype=torch.float64, device=y0.device)
-    opts = {"step_t": ts[1:], "first_step": 0.01 * (T - eps)}
+    """dopri5 from t_end to T, landing on T (never evaluating outside [t_end, T])."""
+    ts = torch.tensor([t_end, T], dtype=torch.float64, device=y0.device)
+    opts = {"step_t": ts[1:], "first_step": 0.01 * (T - t_end)}
     return odeint(f, y0, ts, rtol=rtol, atol=atol, method="dopri5", options=opts)[-1]
 
 
-def _likelihood_batch(model: ScoreModel, x: Tensor, eps: float, rtol: float, atol: float, divergence: str,
+def _likelihood_batch(model: ScoreModel, x: Tensor, t_end: float, rtol: float, atol: float, divergence: str,
                       probes: Tensor | None, prior_logp: Callable[[Tensor], Tensor]) -> tuple[Tensor, ...]:
     b, shape = x.shape[0], tuple(x.shape)
     d = x[0].numel()
@@ -215,7 +205,7 @@ def _likelihood_batch(model: ScoreModel, x: Tensor, eps: float, rtol: float, ato
         return torch.cat([v.detach().reshape(b, d), div.detach().to(state.dtype)[:, None]], 1)
 
     y0 = torch.cat([x.reshape(b, d), torch.zeros(b, 1, dtype=x.dtype, device=x.device)], 1)
-    yT = _solve_up(f, y0, eps, model.sde.T, rtol, atol)
+    yT = _solve_up(f, y0, t_end, model.sde.T, rtol, atol)
     z = yT[:, :d].reshape(shape)
     delta = yT[:, d].double()
     prior = prior_logp(z).double()
@@ -223,12 +213,12 @@ def _likelihood_batch(model: ScoreModel, x: Tensor, eps: float, rtol: float, ato
 
 
 def log_likelihood(model: ScoreModel, x: Tensor, *, divergence: Divergence = "exact", probe: Probe = "rademacher",
-                   probes: int = 1, rtol: float = 1e-5, atol: float = 1e-5, eps: float | None = None,
+                   probes: int = 1, rtol: float = 1e-5, atol: float = 1e-5, t_end: float | None = None,
                    seed: int = 0, start_index: int = 0, batch_size: int | None = None,
                    prior_logp: Callable[[Tensor], Tensor] | None = None, progress: bool = False) -> LikelihoodResult:
     """log p_eps(x) in nats through the probability-flow ODE (Song et al. 2021, eq. 39), batched.
 
-    ``eps`` defaults to 1e-5 (the seed's likelihood eps for every SDE). ``divergence`` "exact"
+    ``t_end`` defaults to 1e-5 (score_sde_pytorch's likelihood end time for every SDE). ``divergence`` "exact"
     costs one backward pass per dimension and function evaluation; "hutchinson" costs ``probes``.
     Point i (counted from ``start_index``) draws its probes from the stream (seed, i).
     ``prior_logp`` replaces the SDE's prior density at T (e.g. an exact marginal, for tests).
@@ -241,13 +231,13 @@ def log_likelihood(model: ScoreModel, x: Tensor, *, divergence: Divergence = "ex
         raise ValueError(f"unknown probe {probe!r}; expected one of {', '.join(PROBES)}")
     if int(probes) < 1:
         raise ValueError(f"probes must be >= 1, got {probes}")
-    eps = _end_time(model, eps)
+    t_end = _end_time(model, t_end)
     n = x.shape[0]
     batch_size = n if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prior_logp = model.sde.prior_logp if prior_logp is None else prior_logp
-    probe_seed = _derived_seed(seed, _PROBE_STREAM)
+    probe_seed = derive_seed(seed, HUTCHINSON_PROBES)
     outs: list[tuple[Tensor, ...]] = []
     batch_nfe, backward = [], 0
     t0 = time.perf_counter()
@@ -258,7 +248,7 @@ def log_likelihood(model: ScoreModel, x: Tensor, *, divergence: Divergence = "ex
             z = (draw_probes(probe_seed, tuple(x.shape[1:]), idx, probes, probe, x.dtype, x.device)
                  if divergence == "hutchinson" else None)
             before = model.nfe
-            logp, prior, delta, lat, bw = _likelihood_batch(model, xb, eps, rtol, atol, divergence, z, prior_logp)
+            logp, prior, delta, lat, bw = _likelihood_batch(model, xb, t_end, rtol, atol, divergence, z, prior_logp)
             batch_nfe.append(model.nfe - before)
             backward += bw
             outs.append((logp, prior, delta, lat))
@@ -267,7 +257,7 @@ def log_likelihood(model: ScoreModel, x: Tensor, *, divergence: Divergence = "ex
     wall = time.perf_counter() - t0
     logp, prior, delta, lat = (torch.cat(parts) for parts in zip(*outs))
     info = {"total_calls": sum(batch_nfe), "batch_nfe": batch_nfe, "backward_passes": backward, "wall_s": wall,
-            "eps": eps, "divergence": divergence, "probe": probe if divergence == "hutchinson" else None,
+            "t_end": t_end, "divergence": divergence, "probe": probe if divergence == "hutchinson" else None,
             "probes": int(probes) if divergence == "hutchinson" else 0, "rtol": rtol, "atol": atol}
     return LikelihoodResult(logp, prior, delta, lat, max(batch_nfe), info)
 
@@ -301,7 +291,7 @@ def bits_per_dim_from_logp(logp: Tensor, dim: int, data_range: str = "[-1,1]") -
 def dequantization_noise(seed: int, repeat: int, shape: tuple[int, ...], indices: range | list[int],
                          dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
     """u ~ U[0, 1)^shape per image (batch, *shape): image i of repeat r from its own stream (seed, r, i)."""
-    run_seed = _derived_seed(seed, _DEQUANT_STREAM, repeat)
+    run_seed = derive_seed(seed, DEQUANTISATION, repeat)
     rows = [torch.rand(tuple(shape), generator=torch.Generator().manual_seed(sample_seed(run_seed, i)),
                        dtype=torch.float64) for i in indices]
     return torch.stack(rows).to(device=device, dtype=dtype)
@@ -346,7 +336,7 @@ def bits_per_dim(model: ScoreModel, images01: Tensor, *, data_range: str = "[-1,
         u = dequantization_noise(seed, r, tuple(images01.shape[1:]), idx, images01.dtype, images01.device)
         x = dequantize(images01, u)
         y = 2 * x - 1 if rng == "[-1,1]" else x
-        res = log_likelihood(model, y, seed=_derived_seed(seed, _PROBE_STREAM, r), start_index=start_index,
+        res = log_likelihood(model, y, seed=derive_seed(seed, HUTCHINSON_PROBES, r), start_index=start_index,
                              progress=progress, **likelihood_kw)
         rows.append(bits_per_dim_from_logp(res.logp, d, rng))
         nfe = max(nfe, res.nfe)
@@ -372,26 +362,26 @@ class FlowMapResult:
 
 
 def encode(model: ScoreModel, x: Tensor, *, rtol: float = 1e-5, atol: float = 1e-5,
-           eps: float | None = None) -> FlowMapResult:
-    """Data at eps -> latent at T along the probability-flow ODE (Song et al. 2021, §4.3: identifiable encoding)."""
+           t_end: float | None = None) -> FlowMapResult:
+    """Data at t_end -> latent at T along the probability-flow ODE (Song et al. 2021, §4.3: identifiable encoding)."""
     _check_data(x)
     _check_tol(rtol, atol)
-    eps = _end_time(model, eps)
+    t_end = _end_time(model, t_end)
     start, t0 = model.nfe, time.perf_counter()
     with torch.no_grad():
-        z = _solve_up(probability_flow(model), x, eps, model.sde.T, rtol, atol)
-    return FlowMapResult(z, model.nfe - start, {"wall_s": time.perf_counter() - t0, "eps": eps})
+        z = _solve_up(probability_flow(model), x, t_end, model.sde.T, rtol, atol)
+    return FlowMapResult(z, model.nfe - start, {"wall_s": time.perf_counter() - t0, "t_end": t_end})
 
 
 def decode(model: ScoreModel, z: Tensor, *, rtol: float = 1e-5, atol: float = 1e-5,
-           eps: float | None = None) -> FlowMapResult:
-    """Latent at T -> data at eps: the probability-flow ODE sampler (dopri5) without a final denoise."""
+           t_end: float | None = None) -> FlowMapResult:
+    """Latent at T -> data at t_end: the probability-flow ODE sampler (dopri5) without a final denoise."""
     _check_data(z, "latent")
     _check_tol(rtol, atol)
-    eps = _end_time(model, eps)
+    t_end = _end_time(model, t_end)
     t0 = time.perf_counter()
-    res = ode_sample(model, z, None, method="dopri5", rtol=rtol, atol=atol, eps=eps)
-    return FlowMapResult(res.samples, res.nfe, {"wall_s": time.perf_counter() - t0, "eps": eps})
+    res = ode_sample(model, z, None, method="dopri5", rtol=rtol, atol=atol, t_end=t_end)
+    return FlowMapResult(res.samples, res.nfe, {"wall_s": time.perf_counter() - t0, "t_end": t_end})
 
 
 @dataclass
@@ -407,8 +397,8 @@ class RoundTripResult:
 
 
 def round_trip(model: ScoreModel, x: Tensor, *, rtol: float = 1e-5, atol: float = 1e-5,
-               eps: float | None = None, batch_size: int | None = None, progress: bool = False) -> RoundTripResult:
-    """Encode x to T and decode back to eps; ``error`` is max_i |x_i - decode(encode(x))_i| per point."""
+               t_end: float | None = None, batch_size: int | None = None, progress: bool = False) -> RoundTripResult:
+    """Encode x to T and decode back to t_end; ``error`` is max_i |x_i - decode(encode(x))_i| per point."""
     _check_data(x)
     n = x.shape[0]
     batch_size = n if batch_size is None else int(batch_size)
@@ -418,8 +408,8 @@ def round_trip(model: ScoreModel, x: Tensor, *, rtol: float = 1e-5, atol: float 
     with progress_bar(n, progress, "encode/decode") as bar:
         for lo in range(0, n, batch_size):
             xb = x[lo:lo + batch_size]
-            enc = encode(model, xb, rtol=rtol, atol=atol, eps=eps)
-            dec = decode(model, enc.out, rtol=rtol, atol=atol, eps=eps)
+            enc = encode(model, xb, rtol=rtol, atol=atol, t_end=t_end)
+            dec = decode(model, enc.out, rtol=rtol, atol=atol, t_end=t_end)
             lats.append(enc.out)
             recs.append(dec.out)
             ne, nd = max(ne, enc.nfe), max(nd, dec.nfe)

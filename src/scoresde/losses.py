@@ -37,15 +37,15 @@ def _reduce(per_elem: Tensor, reduce: Reduce) -> Tensor:
     raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
 
 
-def dsm_loss(model: ScoreModel, x0: Tensor, u: Tensor, noise: Tensor, *, eps_train: float = 1e-5,
+def dsm_loss(model: ScoreModel, x0: Tensor, u: Tensor, noise: Tensor, *, t_min: float = 1e-5,
              reduce: Reduce = "mean", likelihood_weighting: bool = False) -> Tensor:
-    """Continuous denoising score matching, t = eps_train + (T - eps_train) u (Song et al. eq. 7).
+    """Continuous denoising score matching, t = t_min + (T - t_min) u (Song et al. eq. 7).
 
     Default weighting lambda(t) = sigma_t^2: E ||sigma_t s(x_t, t) + n||^2 = E ||eps_hat - n||^2.
     ``likelihood_weighting`` uses lambda(t) = g(t)^2 (Song et al. 2021b, the likelihood bound).
     """
     sde = model.sde
-    t = eps_train + (sde.T - eps_train) * u
+    t = t_min + (sde.T - t_min) * u
     xt = sde.marginal_sample(x0, t, noise)
     per = (model.eps(xt, t) - noise) ** 2
     if likelihood_weighting:

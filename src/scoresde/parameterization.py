@@ -1,11 +1,11 @@
 """The model contract: score, noise (eps), data (denoiser) and v predictions, converted for any SDE.
 
-With x_t = alpha_t x_0 + sigma_t eps (design §1):
+With x_t = alpha_t x_0 + sigma_t eps:
 
     score = -eps / sigma_t = (alpha_t D - x) / sigma_t^2,
     v = a eps - s x_0 with (a, s) = (alpha_t, sigma_t) / sqrt(alpha_t^2 + sigma_t^2),
 
-and ``scaled_score`` = score * sigma_t (= -eps), the output of the seed's VE networks before their
+and ``scaled_score`` = score * sigma_t (= -eps), the output of score_sde_pytorch's VE networks before their
 ``scale_by_sigma`` division. Samplers only ever call :meth:`ScoreModel.score`,
 :meth:`ScoreModel.denoised` or :meth:`ScoreModel.eps`; each call is one network evaluation and is
 counted in :attr:`ScoreModel.nfe`.
@@ -125,7 +125,7 @@ def continuous_time(t: Tensor, sde: SDE) -> Tensor:
 
 
 def scaled_time(scale: float = 999.0) -> TimeInput:
-    """Feed scale * t (the seed's VP networks: 999 t, also t (N - 1) for discrete DDPM)."""
+    """Feed scale * t (score_sde_pytorch's VP networks: 999 t, also t (N - 1) for discrete DDPM)."""
 
     def fn(t: Tensor, sde: SDE) -> Tensor:
         return t * scale
@@ -135,7 +135,7 @@ def scaled_time(scale: float = 999.0) -> TimeInput:
 
 
 def noise_level(t: Tensor, sde: SDE) -> Tensor:
-    """Feed sigma_t (the seed's continuous VE networks)."""
+    """Feed sigma_t (score_sde_pytorch's continuous VE networks)."""
     return sde.sigma(t)
 
 
@@ -145,14 +145,14 @@ def log_noise_level(t: Tensor, sde: SDE) -> Tensor:
 
 
 def discrete_index(t: Tensor, sde: SDE) -> Tensor:
-    """Feed the discrete level index round(t (N - 1) / T) (the seed's discrete SMLD / DDPM networks)."""
+    """Feed the discrete level index round(t (N - 1) / T) (score_sde_pytorch's discrete SMLD / DDPM networks)."""
     return torch.round(t * (sde.N - 1) / sde.T)
 
 
 class NetworkModel(ScoreModel):
     """A network ``net(x, c)`` turned into a score model: c = time_input(t, sde), output of kind ``prediction``.
 
-    The seed's conventions: VP eps-nets ``NetworkModel(net, vp, "eps", scaled_time(999))``;
+    score_sde_pytorch's conventions: VP eps-nets ``NetworkModel(net, vp, "eps", scaled_time(999))``;
     VE nets with scale_by_sigma ``NetworkModel(net, ve, "scaled_score", noise_level)``.
     """
 

@@ -1,4 +1,4 @@
-"""Closed-form quality measures of samples from exact-score problems (design §7).
+"""Closed-form quality measures of samples from exact-score problems.
 
 For a mixture, each sample is assigned to its most responsible component at t = 0; the mode
 weights are compared with the true weights (total variation, with its Monte-Carlo standard

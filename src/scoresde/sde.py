@@ -30,8 +30,8 @@ class SDE(ABC):
 
     T: float = 1.0
     #: default end time of sampling (the paper's sampling epsilon)
-    eps: float = 1e-3
-    #: number of discretisation steps of the seed's discrete form
+    t_end: float = 1e-3
+    #: number of discretisation steps of score_sde_pytorch's discrete form
     N: int = 1000
     #: standard deviation of the prior p_T = N(0, prior_std^2 I)
     prior_std: float = 1.0
@@ -90,7 +90,7 @@ class SDE(ABC):
         return like(alpha, x0) * x0 + like(sigma, x0) * noise
 
     def reverse_drift(self, x: Tensor, t: Tensor | float, score: Tensor) -> Tensor:
-        """Drift of the reverse-time SDE, f - g^2 score (Song et al. eq. 6); time runs T -> eps."""
+        """Drift of the reverse-time SDE, f - g^2 score (Song et al. eq. 6); time runs T -> t_end."""
         g2 = like(self.diffusion(_t(t)) ** 2, x)
         return self.drift(x, t) - g2 * score
 
@@ -131,10 +131,10 @@ class SDE(ABC):
 class VESDE(SDE):
     """Variance-exploding SDE (SMLD): alpha = 1, sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
 
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000, eps: float = 1e-5):
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000, t_end: float = 1e-5):
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"VESDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max, self.N, self.eps = float(sigma_min), float(sigma_max), int(N), float(eps)
+        self.sigma_min, self.sigma_max, self.N, self.t_end = float(sigma_min), float(sigma_max), int(N), float(t_end)
         self.prior_std = self.sigma_max
 
     @property
@@ -162,17 +162,17 @@ class VESDE(SDE):
         return torch.zeros_like(x), g
 
     def discrete(self) -> "SMLDChain":
-        """The seed's discrete form: N geometric noise levels from sigma_min to sigma_max."""
+        """score_sde_pytorch's discrete form: N geometric noise levels from sigma_min to sigma_max."""
         return SMLDChain(self.sigma_min, self.sigma_max, self.N)
 
 
 class VPSDE(SDE):
     """Variance-preserving SDE (DDPM): beta(t) = beta_min + t (beta_max - beta_min)."""
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000, eps: float = 1e-3):
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000, t_end: float = 1e-3):
         if not 0 <= beta_min < beta_max:
             raise ValueError(f"{type(self).__name__} needs 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
-        self.beta_min, self.beta_max, self.N, self.eps = float(beta_min), float(beta_max), int(N), float(eps)
+        self.beta_min, self.beta_max, self.N, self.t_end = float(beta_min), float(beta_max), int(N), float(t_end)
 
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + _t(t) * (self.beta_max - self.beta_min)
@@ -205,7 +205,7 @@ class VPSDE(SDE):
         """DDPM step over [t_next, t]: f = (sqrt(1 - beta_i) - 1) x, G = sqrt(beta_i).
 
         beta_i = 1 - alpha_t^2 / alpha_next^2 is the exact VP transition between the two times
-        (= beta(t) dt + O(dt^2), the seed's beta_i on its uniform grid), so beta_i < 1 on any grid.
+        (= beta(t) dt + O(dt^2), score_sde_pytorch's beta_i on its uniform grid), so beta_i < 1 on any grid.
         """
         log_ratio = self.log_alpha(_t(t)) - self.log_alpha(_t(t_next))
         beta_i = -torch.expm1(2 * log_ratio)
@@ -215,7 +215,7 @@ class VPSDE(SDE):
         return 1 - self.beta(t) / self.N
 
     def discrete(self) -> "DDPMChain":
-        """The seed's discrete form: DDPM with beta_i linear from beta_min/N to beta_max/N."""
+        """score_sde_pytorch's discrete form: DDPM with beta_i linear from beta_min/N to beta_max/N."""
         return DDPMChain(self.beta_min, self.beta_max, self.N)
 
 
@@ -237,7 +237,7 @@ class SubVPSDE(VPSDE):
         return SDE.discretize(self, x, t, t_next)
 
     def discrete(self):
-        raise NotImplementedError("sub-VP has no discrete form in the seed paper")
+        raise NotImplementedError("sub-VP has no discrete form in Song et al. (2021)")
 
 
 @dataclass(frozen=True)

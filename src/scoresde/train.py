@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -23,6 +22,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, build_loss, build_model, build_net, build_sde, config_from_dict, config_to_dict
 from .ema import EMA
 from .losses import draw
+from .seeding import TRAIN_DROPOUT, TRAIN_INIT, TRAIN_LOSS, TRAIN_PERMUTATION, derive_seed
 
 __all__ = ["TrainingError", "Trainer", "load_training_data", "model_from_workdir"]
 
@@ -38,10 +38,6 @@ def _tensorboard_writer(logdir: Path):
     except ImportError:
         return None
     return SummaryWriter(str(logdir))
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint32)[0])
 
 
 def load_training_data(cfg: Config, split: str = "train") -> Tensor:
@@ -73,7 +69,7 @@ class Trainer:
             raise TrainingError(f"training.batch_size {tc.batch_size} is not divisible by {world_size} processes")
         self.shape = tuple(self.data.shape[1:])
         self.sde = build_sde(cfg.sde)
-        torch.manual_seed(_seed(tc.seed, 1))
+        torch.manual_seed(derive_seed(tc.seed, TRAIN_INIT))
         self.net = build_net(cfg.model, self.shape).to(self.device)
         self.ema = EMA(self.net, tc.ema_rate, tc.ema_warmup)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -120,7 +116,7 @@ class Trainer:
         n, b = self.data.shape[0], self.cfg.training.batch_size
         per_epoch = n // b
         epoch, j = divmod(step, per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.cfg.training.seed, 2, epoch)))
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.cfg.training.seed, TRAIN_PERMUTATION, epoch)))
         return perm[j * b:(j + 1) * b]
 
     def lr_at(self, step: int) -> float:
@@ -129,7 +125,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         tc = self.cfg.training
-        g = torch.Generator().manual_seed(_seed(tc.seed, 3, self.step))
+        g = torch.Generator().manual_seed(derive_seed(tc.seed, TRAIN_LOSS, self.step))
         x0 = self.data[self.batch_indices(self.step)]
         if self.cfg.data.random_flip and x0.ndim == 4:
             flip = torch.rand(x0.shape[0], generator=g) < 0.5
@@ -138,7 +134,7 @@ class Trainer:
         lo = self.rank * (x0.shape[0] // self.world_size)
         hi = lo + x0.shape[0] // self.world_size
         x0, u, noise = x0[lo:hi].to(self.device), u[lo:hi].to(self.device), noise[lo:hi].to(self.device)
-        torch.manual_seed(_seed(tc.seed, 4, self.step, self.rank))  # dropout
+        torch.manual_seed(derive_seed(tc.seed, TRAIN_DROPOUT, self.step, self.rank))  # dropout
         self.net.train()
         use_amp = tc.amp and self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -8,7 +8,7 @@ drift b(x, t) = f(x, t) - g(t)^2 score(x, t) and the Brownian increment W over [
     delta = max(atol, rtol max(|x'|, |x_prev|)),  E = ||(x'' - x') / delta||
 
 (both stages share W: the same Brownian increment). Accept iff E <= 1: x <- x'' (extrapolation;
-x' without it), t <- t - h, x_prev <- x'. Then h <- min(t - eps, theta h E^(-r)) (or any
+x' without it), t <- t - h, x_prev <- x'. Then h <- min(t - t_end, theta h E^(-r)) (or any
 :mod:`~scoresde.samplers.controller`). At the end a Tweedie step x <- (x + sigma_eps^2 score)/alpha_eps.
 
 The Brownian increments come from :class:`~scoresde.brownian.BrownianPath`. In ``"bridge"`` mode a
@@ -35,6 +35,7 @@ from .._tensor import like
 from ..brownian import NOISE_MODES, BrownianPath, NoiseMode, NoiseSource, SampleStreams
 from ..parameterization import DenoiserModel, ScoreModel
 from ..sde import VESDE
+from ..seeding import BROWNIAN
 from .base import SampleResult, progress_bar
 from .controller import GGFController, StepSizeController
 
@@ -44,9 +45,7 @@ Norm = Literal["l2_scaled", "l2", "linf"]
 ERROR_NORMS: tuple[str, ...] = ("l2_scaled", "l2", "linf")
 #: GGF's absolute tolerance for data in [-1, 1] (one 8-bit level, 2/255); use 0.0039 for [0, 1]
 DEFAULT_ATOL = 0.0078
-#: the side stream of each sample that drives its Brownian path (stream 0 drew its prior x_T)
-BROWNIAN_STREAM = 1
-_SNAP = 1e-10  # relative to T - eps: steps ending this close to eps end exactly on it
+_SNAP = 1e-10  # relative to T - t_end: steps ending this close to t_end end exactly on it
 
 
 def error_norm(e: Tensor, norm: Norm = "l2_scaled") -> Tensor:
@@ -71,24 +70,24 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
 
 def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams, *, rtol: float = 0.05,
                atol: float | None = None, h_init: float = 0.01, norm: Norm = "l2_scaled", extrapolate: bool = True,
-               lamba: bool = False, noise_mode: NoiseMode = "bridge", controller: StepSizeController | None = None,
-               factor_max: float | None = 10.0, h_min: float | None = None, max_steps: int | None = None, eps: float | None = None,
+               drift_error_only: bool = False, noise_mode: NoiseMode = "bridge", controller: StepSizeController | None = None,
+               factor_max: float | None = 10.0, h_min: float | None = None, max_steps: int | None = None, t_end: float | None = None,
                denoise: bool = True, progress: bool = False,
                callback: Callable[[dict[str, Any]], None] | None = None) -> SampleResult:
-    """Adaptive SDE solver of Gotta Go Fast (Jolicoeur-Martineau et al. 2021, Algorithm 1), from x_T at T to eps.
+    """Adaptive SDE solver of Gotta Go Fast (Jolicoeur-Martineau et al. 2021, Algorithm 1), from x_T at T to t_end.
 
     ``rtol``/``atol``: the mixed tolerance delta = max(atol, rtol max(|x'|, |x_prev|)) (atol defaults
     to 0.0078, one 8-bit level of data in [-1, 1]); ``norm``: "l2_scaled" (GGF's E_2), "l2" or "linf".
     ``extrapolate``: continue from the improved-Euler x'' (True) or the Euler-Maruyama x'.
-    ``lamba``: Lamba's (2003) error estimate - the improved-Euler stage keeps the EM noise g(t) W,
+    ``drift_error_only``: Lamba's (2003) error estimate - the improved-Euler stage keeps the EM noise g(t) W,
     so x'' - x' = -h (b(x', t - h) - b(x, t)) / 2 measures the drift only.
     ``noise_mode``: "bridge" (unbiased retries, the default) or "fresh" (the paper's redraw).
     ``controller``: a :class:`~.controller.StepSizeController` (default GGF theta = r = 0.9, its
     growth per attempt capped at ``factor_max``; None is the paper's unbounded rule, which lets a
     lucky small error estimate license a huge step - measured on sharp Gaussian data, sub-VP,
     rtol 0.05: variance error 146% unbounded, 1.5% capped at 10, same NFE).
-    ``h_min`` (default 1e-5 (T - eps)): floor of h; a step at the floor is accepted whatever its error.
-    ``max_steps`` (default 2 (T - eps) / h_min + 1000): most attempts a sample may make; beyond it
+    ``h_min`` (default 1e-5 (T - t_end)): floor of h; a step at the floor is accepted whatever its error.
+    ``max_steps`` (default 2 (T - t_end) / h_min + 1000): most attempts a sample may make; beyond it
     the run stops with an error. ``callback(info)`` is called after every attempt with the batch
     state (x, t, h, accepted mask, active rows, iteration).
 
@@ -98,10 +97,10 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
     accepted / rejected attempts (totals and per sample).
     """
     sde = model.sde
-    eps = float(sde.eps if eps is None else eps)
+    t_end = float(sde.t_end if t_end is None else t_end)
     T = float(sde.T)
-    if not 0 <= eps < T:
-        raise ValueError(f"eps must lie in [0, T={T}), got {eps}")
+    if not 0 <= t_end < T:
+        raise ValueError(f"t_end must lie in [0, T={T}), got {t_end}")
     rtol = _check_positive("rtol", rtol, allow_zero=True)
     atol = _check_positive("atol", DEFAULT_ATOL if atol is None else atol, allow_zero=True)
     if rtol == 0 and atol == 0:
@@ -111,7 +110,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
         raise ValueError(f"unknown error norm {norm!r}; expected one of {', '.join(ERROR_NORMS)}")
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"unknown noise mode {noise_mode!r}; expected one of {', '.join(NOISE_MODES)}")
-    span = T - eps
+    span = T - t_end
     h_min = 1e-5 * span if h_min is None else _check_positive("h_min", h_min)
     if controller is None:
         controller = GGFController(h_min=h_min, factor_max=factor_max)
@@ -120,7 +119,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
     max_steps = int(2 * span / controller.h_min + 1000) if max_steps is None and controller.h_min > 0 else max_steps
     if max_steps is None or int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    streams = noise.substream(BROWNIAN_STREAM) if isinstance(noise, NoiseSource) else noise
+    streams = noise.substream(BROWNIAN) if isinstance(noise, NoiseSource) else noise
     n = x.shape[0]
     if streams.batch_size != n or tuple(streams.shape) != tuple(x.shape[1:]):
         raise ValueError(f"the noise source is for {streams.batch_size} samples of shape {tuple(streams.shape)}, "
@@ -133,7 +132,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
     x_prev = x.clone()
     t = torch.full((n,), T, dtype=torch.float64)
     h = torch.full((n,), min(max(h_init, controller.h_min), span), dtype=torch.float64)
-    done = t <= eps
+    done = t <= t_end
     nfe_per_sample = torch.zeros(n, dtype=torch.long)
     accepted = torch.zeros(n, dtype=torch.long)
     rejected = torch.zeros(n, dtype=torch.long)
@@ -143,23 +142,23 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
         while not bool(done.all()):
             if iteration >= int(max_steps):
                 left = int((~done).sum())
-                raise RuntimeError(f"ggf_sample: {left} sample(s) still above eps={eps:g} after max_steps={max_steps} "
+                raise RuntimeError(f"ggf_sample: {left} sample(s) still above t_end={t_end:g} after max_steps={max_steps} "
                                    f"attempts (smallest t {float(t[~done].min()):.3g}); raise max_steps or h_min, "
                                    "or loosen rtol/atol")
             iteration += 1
             rows = (~done).nonzero().squeeze(1)
             xa, ta, ha = x[rows], t[rows], h[rows]
-            remaining = ta - eps
+            remaining = ta - t_end
             # a step within rounding of the end goes to the end (no sliver steps left by t - h)
             last = ha >= remaining - _SNAP * span
             ha = torch.where(last, remaining, ha)
-            t_next = torch.where(last, torch.full_like(ta, eps), ta - ha)
+            t_next = torch.where(last, torch.full_like(ta, t_end), ta - ha)
             w = path.increment(rows, ha).to(device=x.device, dtype=x.dtype)
             hx = like(ha, xa)
             g_t = like(sde.diffusion(ta), xa)
             k1 = -hx * sde.reverse_drift(xa, ta, model.score(xa, ta)) + g_t * w
             x1 = xa + k1
-            g2 = g_t if lamba else like(sde.diffusion(t_next), xa)
+            g2 = g_t if drift_error_only else like(sde.diffusion(t_next), xa)
             k2 = -hx * sde.reverse_drift(x1, t_next, model.score(x1, t_next)) + g2 * w
             x2 = xa + 0.5 * (k1 + k2)
             delta = torch.maximum(x1.abs(), x_prev[rows].abs()) * rtol
@@ -180,7 +179,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             accepted[acc_rows] += 1
             rejected[rows[~ok]] += 1
             h[rows] = h_new
-            done = t <= eps
+            done = t <= t_end
             h[done] = 0.0
             if callback is not None:
                 callback({"x": x, "t": t, "h": h, "accepted": ok, "rows": rows, "iteration": iteration,
@@ -188,7 +187,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             bar.update(round(T - float(t.max()), 6) - bar.n)
         denoise_nfe = 0
         if denoise:
-            x = model.denoised(x, torch.full((n,), eps, dtype=torch.float64))
+            x = model.denoised(x, torch.full((n,), t_end, dtype=torch.float64))
             nfe_per_sample += 1
             denoise_nfe = 1
     info = {"accepted": int(accepted.sum()), "rejected": int(rejected.sum()), "accepted_per_sample": accepted,
@@ -229,11 +228,11 @@ def sample_ggf(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor | None = 
         final_denoise = True
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"sample_ggf needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-    sde = VESDE(sigma_min, sigma_max, eps=0.0)
+    sde = VESDE(sigma_min, sigma_max, t_end=0.0)
     wrapped = DenoiserModel(lambda xv, sigma: model(xv, sigma.to(xv.dtype), **extra_args), sde)
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)))
-    streams = SampleStreams(seed, x.shape[1:], range(x.shape[0]), stream=BROWNIAN_STREAM, dtype=x.dtype,
+    streams = SampleStreams(seed, x.shape[1:], range(x.shape[0]), stream=BROWNIAN, dtype=x.dtype,
                             device=x.device)
 
     def report(state: dict[str, Any]) -> None:

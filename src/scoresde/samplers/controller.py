@@ -45,7 +45,7 @@ class StepSizeController:
         """(accept mask, next step size) per sample.
 
         ``error``: scaled error estimates E; ``h``: the steps just attempted; ``remaining``: time left
-        before the attempt (t - eps); ``rows``: the samples' positions in the batch (for controllers
+        before the attempt (t - t_end); ``rows``: the samples' positions in the batch (for controllers
         with per-sample history; default 0..n-1).
         """
         error = torch.nan_to_num(error.double(), nan=math.inf, posinf=math.inf)
@@ -63,7 +63,7 @@ class StepSizeController:
 
 
 class GGFController(StepSizeController):
-    """Gotta Go Fast's rule (Jolicoeur-Martineau et al. 2021, Alg. 1): h <- min(t - eps, theta h E^(-r))."""
+    """Gotta Go Fast's rule (Jolicoeur-Martineau et al. 2021, Alg. 1): h <- min(t - t_end, theta h E^(-r))."""
 
     def __init__(self, theta: float = 0.9, r: float = 0.9, h_min: float = 0.0, factor_max: float | None = None):
         super().__init__(h_min)

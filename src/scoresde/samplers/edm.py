@@ -7,7 +7,7 @@ gamma_i = min(S_churn / N, sqrt(2) - 1) for sigma_i in [S_tmin, S_tmax] (else 0)
 sigma_hat to sigma_{i+1} and Heun's second-order correction, skipped when sigma_{i+1} = 0. The denoiser
 is ``model.denoised`` at the SDE time of each sigma (t_from_sigma_tilde), fed x = alpha_t y.
 
-NFE = 2 per step (1 for a step ending at sigma = 0), +1 with ``denoise`` (a Tweedie step at t = eps).
+NFE = 2 per step (1 for a step ending at sigma = 0), +1 with ``denoise`` (a Tweedie step at t = t_end).
 A churned sigma_hat above the grid's first sigma maps to a time beyond T, which the SDE formulas allow.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def edm_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, gamma: floa
 
 def edm_heun(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, steps: int = 18,
              grid: str | Tensor = "edm", rho: float = 7.0, S_churn: float = 0.0, S_tmin: float = 0.0,
-             S_tmax: float = math.inf, S_noise: float = 1.0, eps: float | None = None, denoise: bool = False,
+             S_tmax: float = math.inf, S_noise: float = 1.0, t_end: float | None = None, denoise: bool = False,
              progress: bool = False, callback: Callable[[dict], None] | None = None,
              draw: Draw | None = None) -> SampleResult:
     """EDM Heun sampler with churn (Karras et al. 2022, Alg. 2); deterministic Heun (Alg. 1) when S_churn = 0.
@@ -65,7 +65,7 @@ def edm_heun(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, 
     if S_churn < 0 or S_noise < 0:
         raise ValueError("S_churn and S_noise must be >= 0")
     sde = model.sde
-    g = make_grid(sde, steps, grid, eps, rho=rho)
+    g = make_grid(sde, steps, grid, t_end, rho=rho)
     n_steps = len(g) - 1
     sigmas = sde.sigma_tilde(g)
     gammas = [min(S_churn / n_steps, math.sqrt(2) - 1) if S_tmin <= float(s) <= S_tmax else 0.0

@@ -25,7 +25,7 @@ gives the ETD-ERK / DPM-Solver(++) family. With phi1(h) = 1 - e^{-h}, phi2(h) = 
 
 A step that ends at sigma_t = 0 (lambda = +inf, e.g. a k-diffusion schedule ending in 0) is the limit of
 every formula: x_t = alpha_t D(x_s) (one NFE). With ``denoise=True`` the samplers add one Tweedie step
-x <- D(x, eps) at the end, counted as one more NFE; without it they return x at t = eps.
+x <- D(x, t_end) at the end, counted as one more NFE; without it they return x at t = t_end.
 """
 from __future__ import annotations
 
@@ -61,9 +61,9 @@ GRIDS = ("logsnr", "time", "quadratic", "edm")
 Draw = Callable[[Tensor, Tensor], Tensor]
 
 
-def make_grid(sde: SDE, steps: int, grid: str | Tensor = "logsnr", eps: float | None = None,
+def make_grid(sde: SDE, steps: int, grid: str | Tensor = "logsnr", t_end: float | None = None,
               rho: float = 7.0) -> Tensor:
-    """The float64 time grid T -> eps of ``steps`` steps: "logsnr" | "time" | "quadratic" | "edm" (rho), or a tensor."""
+    """The float64 time grid T -> t_end of ``steps`` steps: "logsnr" | "time" | "quadratic" | "edm" (rho), or a tensor."""
     if isinstance(grid, Tensor):
         g = grid.detach().to(torch.float64).reshape(-1)
         if g.numel() < 2 or not bool((g[1:] < g[:-1]).all()) or bool((g < 0).any()):
@@ -73,7 +73,7 @@ def make_grid(sde: SDE, steps: int, grid: str | Tensor = "logsnr", eps: float | 
                 "edm": lambda s, n, e: edm_rho(s, n, e, rho=rho)}
     if grid not in builders:
         raise ValueError(f"unknown grid {grid!r}; expected one of {', '.join(GRIDS)} or a tensor of times")
-    return builders[grid](sde, steps, eps)
+    return builders[grid](sde, steps, t_end)
 
 
 def check_steps(steps: int) -> None:
@@ -205,7 +205,7 @@ def run_steps(model: ScoreModel, x: Tensor, grid: Tensor, step, *, denoise: bool
 
 
 def etd_erk(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, order: int = 3, steps: int = 20,
-            grid: str | Tensor = "logsnr", eps: float | None = None, prediction: str = "data",
+            grid: str | Tensor = "logsnr", t_end: float | None = None, prediction: str = "data",
             variant: str = "taylor", r1: float | None = None, r2: float | None = None, denoise: bool = False,
             progress: bool = False, callback: Callable[[dict], None] | None = None) -> SampleResult:
     """ETD-ERK of order 1-3 = DPM-Solver++ (data) / DPM-Solver (noise) singlestep (Lu et al. 2022a Alg. 1, 4, 5).
@@ -214,7 +214,7 @@ def etd_erk(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, o
     """
     check_common(order, prediction, variant)
     check_steps(steps)
-    g = make_grid(model.sde, steps, grid, eps)
+    g = make_grid(model.sde, steps, grid, t_end)
 
     def step(x, i, t_s, t_t):
         return etd_erk_step(model, x, t_s, t_t, order=order, prediction=prediction, variant=variant, r1=r1, r2=r2)
@@ -239,12 +239,12 @@ def etd_erk_3(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, **
 
 
 def dpmpp_2m(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, steps: int = 20,
-             grid: str | Tensor = "logsnr", eps: float | None = None, denoise: bool = False, progress: bool = False,
+             grid: str | Tensor = "logsnr", t_end: float | None = None, denoise: bool = False, progress: bool = False,
              callback: Callable[[dict], None] | None = None) -> SampleResult:
     """DPM-Solver++(2M) multistep (Lu et al. 2022b Alg. 2): one NFE per step, order 2 after an order-1 first step."""
     check_steps(steps)
     sde = model.sde
-    g = make_grid(sde, steps, grid, eps)
+    g = make_grid(sde, steps, grid, t_end)
     state: dict[str, Tensor] = {}
 
     def step(x, i, t_s, t_t):
@@ -282,7 +282,7 @@ def ddim_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, xi: Tensor
 
 
 def ddim(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, steps: int = 50,
-         grid: str | Tensor = "logsnr", eta: float = 0.0, s_noise: float = 1.0, eps: float | None = None,
+         grid: str | Tensor = "logsnr", eta: float = 0.0, s_noise: float = 1.0, t_end: float | None = None,
          denoise: bool = False, progress: bool = False, callback: Callable[[dict], None] | None = None,
          draw: Draw | None = None) -> SampleResult:
     """DDIM(eta) (Song, Meng & Ermon 2021 eq. 12): eta = 0 is ETD-ERK-1, eta = 1 the ancestral step; 1 NFE a step.
@@ -292,7 +292,7 @@ def ddim(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, step
     if not 0 <= eta <= 1:
         raise ValueError(f"DDIM eta must lie in [0, 1], got {eta}")
     check_steps(steps)
-    g = make_grid(model.sde, steps, grid, eps)
+    g = make_grid(model.sde, steps, grid, t_end)
     draw = draw or noise_draw(noise, eta > 0)
 
     def step(x, i, t_s, t_t):

@@ -41,7 +41,7 @@ class SigmaSDE(SDE):
     """The VE SDE indexed by its own noise level: t = sigma, alpha = 1, g(t)^2 = d sigma^2 / dt = 2 t."""
 
     def __init__(self, sigma_max: float, sigma_min: float = 0.0):
-        self.T, self.eps, self.prior_std = float(sigma_max), float(sigma_min), float(sigma_max)
+        self.T, self.t_end, self.prior_std = float(sigma_max), float(sigma_min), float(sigma_max)
 
     def log_alpha(self, t: Tensor) -> Tensor:
         return torch.zeros_like(torch.as_tensor(t, dtype=torch.float64))

@@ -1,6 +1,6 @@
 """Probability-flow ODE sampler (Song et al. ICLR 2021, eq. 13) on torchdiffeq.
 
-dx/dt = f(x, t) - g(t)^2 score(x, t) / 2, integrated from T to eps: adaptive dopri5 with
+dx/dt = f(x, t) - g(t)^2 score(x, t) / 2, integrated from T to t_end: adaptive dopri5 with
 rtol/atol, or a fixed-step Euler / Heun / RK4 grid (float64 times). The step sizes of the
 adaptive solver are shared by the batch, so an adaptive sample depends on its batch at the level
 of the tolerance; the fixed-step methods are exactly batch-invariant.
@@ -37,35 +37,35 @@ def probability_flow(model: ScoreModel, bar=None):
 
 
 def ode_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, method: str = "dopri5",
-               rtol: float = 1e-5, atol: float = 1e-5, steps: int = 100, eps: float | None = None,
+               rtol: float = 1e-5, atol: float = 1e-5, steps: int = 100, t_end: float | None = None,
                grid: Tensor | None = None, denoise: bool = False, progress: bool = False) -> SampleResult:
-    """Integrate the probability-flow ODE from x_T at T to eps; NFE is the number of score calls.
+    """Integrate the probability-flow ODE from x_T at T to t_end; NFE is the number of score calls.
 
-    ``denoise`` adds one Tweedie step x <- D(x, eps) (one more NFE). ``noise`` is unused (the ODE
+    ``denoise`` adds one Tweedie step x <- D(x, t_end) (one more NFE). ``noise`` is unused (the ODE
     is deterministic given x_T) and accepted for a uniform sampler signature.
     """
     if method not in ODE_METHODS:
         raise ValueError(f"unknown ODE method {method!r}; expected one of {', '.join(ODE_METHODS)}")
     sde = model.sde
-    eps = sde.eps if eps is None else float(eps)
+    t_end = sde.t_end if t_end is None else float(t_end)
     start = model.nfe
     with torch.no_grad(), progress_bar(None, progress, f"ode {method} (NFE)") as bar:
         f = probability_flow(model, bar)
         if method in _ADAPTIVE:
             if rtol <= 0 or atol <= 0:
                 raise ValueError("rtol and atol must be > 0")
-            ts = torch.tensor([sde.T, eps], dtype=torch.float64)
-            # step_t makes the solver land on eps instead of stepping past it (and past t = 0, where
-            # the SDE is undefined); a first step inside [eps, T] avoids probing times outside it
-            opts = {"step_t": ts[1:], "first_step": 0.01 * (sde.T - eps)}
+            ts = torch.tensor([sde.T, t_end], dtype=torch.float64)
+            # step_t makes the solver land on t_end instead of stepping past it (and past t = 0, where
+            # the SDE is undefined); a first step inside [t_end, T] avoids probing times outside it
+            opts = {"step_t": ts[1:], "first_step": 0.01 * (sde.T - t_end)}
             x = odeint(f, x, ts, rtol=rtol, atol=atol, method="dopri5", options=opts)[-1]
         else:
             if grid is None:
-                grid = uniform_time(sde, steps, eps)
+                grid = uniform_time(sde, steps, t_end)
             g = grid.to(torch.float64)
             ts = torch.stack([g[0], g[-1]])
             x = odeint(f, x, ts, method=ODE_METHODS[method],
                        options={"grid_constructor": lambda *_: g})[-1]
         if denoise:
-            x = model.denoised(x, as_time(eps, x))
+            x = model.denoised(x, as_time(t_end, x))
     return SampleResult(x, model.nfe - start, info={"method": method})

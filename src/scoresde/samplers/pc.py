@@ -63,7 +63,7 @@ def ancestral_sampling(model: ScoreModel, x: Tensor, t: Tensor, t_next: Tensor, 
 def langevin(model: ScoreModel, x: Tensor, t: Tensor, z: Tensor, snr: float) -> tuple[Tensor, Tensor]:
     """Langevin corrector step with target signal-to-noise ratio (Song et al. Algorithm 5).
 
-    eps = 2 alpha_i (snr ||z|| / ||score||)^2, x <- x + eps score + sqrt(2 eps) z. As in the seed,
+    langevin_step = 2 alpha_i (snr ||z|| / ||score||)^2, x <- x + langevin_step score + sqrt(2 langevin_step) z. As in score_sde_pytorch,
     the two norms are averaged over the batch: with per-sample norms the step explodes where
     ||score|| -> 0 at a mode. This makes the step size, and so each sample, depend on its batch.
     """
@@ -75,7 +75,7 @@ def langevin(model: ScoreModel, x: Tensor, t: Tensor, z: Tensor, snr: float) -> 
 
 
 def annealed_langevin(model: ScoreModel, x: Tensor, t: Tensor, z: Tensor, snr: float) -> tuple[Tensor, Tensor]:
-    """Annealed Langevin dynamics step (Song & Ermon 2019): eps = 2 alpha_i (snr sigma_t)^2, per sample."""
+    """Annealed Langevin dynamics step (Song & Ermon 2019): langevin_step = 2 alpha_i (snr sigma_t)^2, per sample."""
     sde = model.sde
     step = 2 * sde.corrector_alpha(t) * (snr * sde.sigma(t)) ** 2
     x_mean = x + like(step, x) * model.score(x, t)
@@ -84,17 +84,17 @@ def annealed_langevin(model: ScoreModel, x: Tensor, t: Tensor, z: Tensor, snr: f
 
 def pc_sample(model: ScoreModel, x: Tensor, noise: NoiseSource, *, steps: int = 1000,
               predictor: Predictor | None = reverse_diffusion, corrector: Corrector | None = langevin,
-              snr: float = 0.16, n_corrector: int = 1, eps: float | None = None, grid: Tensor | None = None,
+              snr: float = 0.16, n_corrector: int = 1, t_end: float | None = None, grid: Tensor | None = None,
               denoise: bool = True, progress: bool = False) -> SampleResult:
     """Predictor-corrector sampling from x_T over ``steps`` predictor steps (Song et al. Algorithm 1).
 
     At each grid time t_i: ``n_corrector`` corrector steps at t_i, then one predictor step to
-    t_{i+1}; the grid defaults to uniform in t from T to eps. ``denoise`` returns the last step's
-    mean (the seed's final noise removal, no extra NFE). NFE = steps * (predictor != None) +
+    t_{i+1}; the grid defaults to uniform in t from T to t_end. ``denoise`` returns the last step's
+    mean (score_sde_pytorch's final noise removal, no extra NFE). NFE = steps * (predictor != None) +
     steps * n_corrector * (corrector != None).
     """
     if grid is None:
-        grid = uniform_time(model.sde, steps, eps)
+        grid = uniform_time(model.sde, steps, t_end)
     if n_corrector < 0:
         raise ValueError("n_corrector must be >= 0")
     if corrector is None:

@@ -47,7 +47,7 @@ SEEDS-1 (data form, eta = 1) is algebraically the DDPM ancestral step (posterior
 x_0 = D_s). Orders: the deterministic part has order k; with noise the state is only Holder-1/2 in lambda,
 so D(x_lambda) has no second derivative along the path and the stochastic weak order measured on
 Gaussian data is 1 / 2 / 2 for SEEDS-1/2/3 (tests/test_seeds.py). A step ending at sigma = 0 is
-x = alpha_t D(x_s) (one NFE, no noise); ``denoise=True`` adds one counted Tweedie step at t = eps.
+x = alpha_t D(x_s) (one NFE, no noise); ``denoise=True`` adds one counted Tweedie step at t = t_end.
 """
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ def seeds_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, draw: Dra
 
 def seeds(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, order: int = 1, steps: int = 50,
           grid: str | Tensor = "logsnr", eta: float = 1.0, s_noise: float = 1.0, prediction: str = "data",
-          variant: str = "taylor", r1: float | None = None, r2: float | None = None, eps: float | None = None,
+          variant: str = "taylor", r1: float | None = None, r2: float | None = None, t_end: float | None = None,
           denoise: bool = False, progress: bool = False, callback: Callable[[dict], None] | None = None,
           draw: Draw | None = None) -> SampleResult:
     """SEEDS-k sampler (Gonzalez et al. 2023): ``steps`` steps of :func:`seeds_step` over a log-SNR (or other) grid.
@@ -166,7 +166,7 @@ def seeds(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, ord
     check_steps(steps)
     if not 0 <= eta <= 1:
         raise ValueError(f"SEEDS eta must lie in [0, 1], got {eta}")
-    g = make_grid(model.sde, steps, grid, eps)
+    g = make_grid(model.sde, steps, grid, t_end)
     draw = draw or noise_draw(noise, eta > 0)
 
     def step(x, i, t_s, t_t):
