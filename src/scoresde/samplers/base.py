@@ -1,4 +1,17 @@
-"""What every sampler returns, and the loop that runs any sampler over seeded batches."""
+"""The sampler contract: what every sampler returns, what its callback sees, its progress bar, and the batch loop.
+
+Every sampler ``sampler(model, x_T, noise, **options) -> SampleResult``:
+
+* runs under ``torch.no_grad()`` (no autograd history, whoever calls it);
+* counts NFE through the model (:attr:`ScoreModel.nfe`), never by itself;
+* ``denoise=True`` means one thing everywhere: a final Tweedie step x <- D(x, t_end), one more NFE;
+* ``callback(state)`` (optional) receives :func:`callback_state`'s keys after every step or attempt:
+  ``i`` (step / attempt index), ``x`` (the state before the step), ``t``, ``sigma`` (VE sigma at t),
+  ``sigma_hat`` (the noise level the model was evaluated at: EDM's churned level, else sigma),
+  ``denoised`` (D(x) at that level, or None where the step never forms it), plus sampler-specific extras;
+* ``progress=True`` shows one tqdm bar on stderr (steps for fixed-step samplers, time for adaptive ones);
+  library calls default to no bar, the CLI turns it on, k-diffusion-style ``disable=None`` shows it on a tty.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,7 +23,7 @@ from torch import Tensor
 from ..brownian import NoiseSource
 from ..parameterization import ScoreModel
 
-__all__ = ["SampleResult", "progress_bar", "sample"]
+__all__ = ["SampleResult", "callback_state", "progress_bar", "progress_from_disable", "sample"]
 
 
 @dataclass
@@ -32,6 +45,21 @@ def progress_bar(total: int | None, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def progress_from_disable(disable: bool | None) -> bool:
+    """k-diffusion's ``disable`` argument as a ``progress`` flag: None shows the bar on a terminal only."""
+    import sys
+
+    return sys.stderr.isatty() if disable is None else not disable
+
+
+def callback_state(i: int, x: Tensor, t: Tensor, sde, denoised: Tensor | None, sigma_hat: Tensor | None = None,
+                   **extra: Any) -> dict[str, Any]:
+    """The dictionary every sampler passes to its callback (keys: see the module docstring)."""
+    sigma = sde.sigma_tilde(t)
+    return {"i": int(i), "x": x, "t": t, "sigma": sigma, "sigma_hat": sigma if sigma_hat is None else sigma_hat,
+            "denoised": denoised, **extra}
 
 
 def sample(model: ScoreModel, num: int, seed: int, sampler: Callable[..., SampleResult], shape: Sequence[int],
