@@ -265,7 +265,7 @@ def build_problems(names: list[str], quick: bool, unet_num: int) -> list[Problem
                 print(f"arena: no trained model in {workdir}; skipping mnist-unet")
                 continue
             from scoresde.metrics import digit_report, load_digit_classifier
-            from scoresde.train import model_from_workdir
+            from scoresde.workdir import model_from_workdir
 
             model, _cfg, shape, step = model_from_workdir(workdir, device="cpu")
             judge_net = load_digit_classifier(progress=False)

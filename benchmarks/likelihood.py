@@ -69,7 +69,7 @@ def divergence_rows(dims: list[int], num: int) -> list[dict]:
 def mnist_row(workdir: Path, num: int, repeats: int, batch_size: int) -> dict | None:
     from scoresde.checkpoint import CheckpointError
     from scoresde.data import unscale
-    from scoresde.train import load_training_data, model_from_workdir
+    from scoresde.workdir import load_training_data, model_from_workdir
 
     try:
         model, cfg, _, step = model_from_workdir(workdir)

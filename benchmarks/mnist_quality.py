@@ -26,7 +26,7 @@ import yaml
 
 from scoresde.data import mnist5k
 from scoresde.metrics import digit_report, load_digit_classifier
-from scoresde.train import model_from_workdir, sample_from, to_unit_range
+from scoresde.workdir import model_from_workdir, sample_from, to_unit_range
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,8 @@ import torch
 
 from scoresde.config import build_net, load_config
 from scoresde.nets import count_parameters, paper_configs
-from scoresde.train import Trainer, load_training_data
+from scoresde.train import Trainer
+from scoresde.workdir import load_training_data
 
 ROOT = Path(__file__).resolve().parent.parent
 

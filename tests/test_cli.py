@@ -57,7 +57,7 @@ def test_sample_json_mixture_with_ode(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["sample", "--problem", "nope", "--out", "x.npz"], "unknown problem"),
-    (["sample", "--problem", "gmm8", "--out", "x.npz", "--steps", "0"], "must be > 0"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--steps", "0"], "--steps: must lie in [1, 1e+06]"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sde", "xx"], "invalid choice"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--rtol", "1e-3"], "--rtol does not apply"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ode", "--snr", "0.1"], "--snr does not apply"),
@@ -76,9 +76,9 @@ def test_sample_json_mixture_with_ode(tmp_path, capsys):
     (["sample", "--problem", "MISSING.json", "--out", "x.npz"], "not found"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "seeds3", "--snr", "0.1"], "--snr does not apply"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ggf", "--steps", "5"], "--steps does not apply"),
-    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "seeds2", "--eta", "1.5"], "--eta must lie"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "seeds2", "--eta", "1.5"], "--eta: must lie in [0, 1]"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "edm", "--eta", "0.5"], "--eta does not apply"),
-    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ode", "--no-denoise"], "--denoise/--no-denoise"),
+    (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ode", "--no-final-mean"], "--final-mean/--no-final-mean"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "fast"], "invalid choice"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ def test_likelihood_workdir_prints_bits_per_dim(tmp_path, capsys):
     code, stdout, _ = run(capsys, "likelihood", "--workdir", str(w), "--num", "3", "--repeats", "2", "--seed", "1",
                           "--out", str(out))
     assert code == 0, stdout
-    from scoresde.train import load_training_data, model_from_workdir
+    from scoresde.workdir import load_training_data, model_from_workdir
 
     model, cfg, _, _ = model_from_workdir(w)
     x01 = (load_training_data(cfg, split="test")[:3] + 1) / 2

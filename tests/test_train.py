@@ -7,7 +7,8 @@ import torch
 from scoresde.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
 from scoresde.config import ConfigError, config_from_dict, load_config
 from scoresde.ema import EMA
-from scoresde.train import Trainer, model_from_workdir
+from scoresde.train import Trainer
+from scoresde.workdir import model_from_workdir
 
 TOY = {"data": {"dataset": "gmm", "num_points": 2048},
        "model": {"arch": "mlp", "kwargs": {"width": 32, "depth": 1}},
@@ -123,7 +124,7 @@ def test_overrides_and_yaml(tmp_path):
     f.write_text("training:\n  batch_size: 32\nsde: {name: ve}\n")
     cfg = load_config(f, ["training.lr=0.01", "sampling.corrector=langevin"])
     assert cfg.training.batch_size == 32 and cfg.training.lr == 0.01 and cfg.sde.name == "ve"
-    assert cfg.sampling.corrector == "langevin"
+    assert cfg.sampling.options["corrector"] == "langevin"
     f.write_text("training: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(f)

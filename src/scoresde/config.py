@@ -2,7 +2,8 @@
 
 A config has five sections - data, sde, model, training, sampling - each a dataclass below.
 Unknown keys and values of the wrong type are errors (:class:`ConfigError`, one line).
-This module is the edge where names (SDE, loss, network, sampler) become objects.
+Names (SDE, network, time input, loss, sampler) are looked up in :mod:`scoresde.registry` and
+:mod:`scoresde.samplers.registry`; the sampler options follow the same rules as on the command line.
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
+
+from .registry import LOSS_SDE, LOSSES, NETWORKS, PREDICTIONS, SDES, TIME_INPUTS, make_sde, sde_parameters
+from .samplers.registry import DEFAULT_SAMPLER, SAMPLERS, resolve
 
 __all__ = ["ConfigError", "Config", "load_config", "apply_overrides", "build_sde", "build_net", "build_model",
            "build_loss", "config_to_dict", "config_from_dict"]
@@ -77,25 +81,16 @@ class TrainingConfig:
 
 @dataclass
 class SamplingConfig:
-    # pc, ode, the exponential family (seeds1/2/3, etd1/2/3, dpmpp2m, ddim), edm, or ggf (adaptive SDE)
-    sampler: str = "pc"
-    predictor: str = "reverse_diffusion"
-    corrector: str = "none"
-    snr: float = 0.16
-    n_corrector: int = 1
-    steps: int | None = None        # None: the sampler's default (pc 1000, ode fixed-step 100, fast samplers 20)
-    method: str = "dopri5"
-    rtol: float | None = None       # None: ode 1e-5, ggf 0.05
-    atol: float | None = None       # None: ode 1e-5, ggf 0.0078
-    eta: float | None = None        # seeds*: 1 (reverse SDE) .. 0 (ODE); ddim: 0
-    grid: str | None = None         # time grid of the fast samplers: logsnr (default), time, quadratic, edm
-    form: str = "data"              # seeds*/etd*: data- or noise-prediction form
-    s_churn: float = 0.0            # edm: EDM's S_churn
-    noise_mode: str = "bridge"      # ggf: retry a rejected step on the Brownian bridge (unbiased) or with fresh noise
-    norm: str = "l2_scaled"         # ggf error norm
-    denoise: bool | None = None     # final Tweedie denoise (None: the sampler's default)
+    """The sampler of the end-of-training grid and of ``scoresde sample --workdir`` by default.
+
+    ``sampler`` is a name of :data:`scoresde.samplers.registry.SAMPLERS`; every other key of the YAML
+    section is one of that sampler's options (``steps``, ``eta``, ...), validated by the registry and
+    kept in ``options`` (written back flat).
+    """
+    sampler: str = DEFAULT_SAMPLER
     num: int = 64
     seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,24 +104,16 @@ class Config:
 
 _CHOICES = {
     ("data", "scale"): ("[-1,1]", "[0,1]"),
-    ("sde", "name"): ("ve", "vp", "subvp"),
-    ("model", "arch"): ("mlp", "unet", "ncsn", "ncsnv2"),
-    ("model", "prediction"): ("score", "eps", "data", "v", "scaled_score"),
-    ("model", "time_input"): ("t", "999t", "sigma", "log_sigma", "index"),
-    ("training", "loss"): ("dsm", "smld", "ddpm"),
+    ("sde", "name"): tuple(SDES),
+    ("model", "arch"): tuple(NETWORKS),
+    ("model", "prediction"): PREDICTIONS,
+    ("model", "time_input"): tuple(TIME_INPUTS),
+    ("training", "loss"): tuple(LOSSES),
     ("training", "reduce"): ("mean", "sum"),
-    ("sampling", "sampler"): ("pc", "ode", "seeds1", "seeds2", "seeds3", "etd1", "etd2", "etd3", "dpmpp2m", "ddim",
-                              "edm", "ggf"),
-    ("sampling", "grid"): ("logsnr", "time", "quadratic", "edm"),
-    ("sampling", "form"): ("data", "noise"),
-    ("sampling", "noise_mode"): ("bridge", "fresh"),
-    ("sampling", "norm"): ("l2_scaled", "l2", "linf"),
-    ("sampling", "predictor"): ("euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none"),
-    ("sampling", "corrector"): ("langevin", "ald", "none"),
-    ("sampling", "method"): ("dopri5", "euler", "heun", "rk4"),
+    ("sampling", "sampler"): tuple(SAMPLERS),
 }
 _POSITIVE = {("training", k) for k in ("batch_size", "n_iters", "lr", "log_every", "snapshot_every",
-                                       "keep_checkpoints")} | {("sampling", k) for k in ("steps", "num", "rtol", "atol")} \
+                                       "keep_checkpoints")} | {("sampling", "num")} \
     | {("sde", k) for k in ("sigma_min", "sigma_max", "N", "beta_max")}
 
 
@@ -171,10 +158,16 @@ def config_from_dict(d: dict[str, Any]) -> Config:
             raise ConfigError(f"config: section {name!r} must be a mapping")
         sec = getattr(cfg, name)
         hints = get_type_hints(type(sec))
+        if name == "sampling":
+            values = _sampling_values(values)
         for key, value in values.items():
             if key not in hints:
                 raise ConfigError(f"config: unknown key {name}.{key}; expected one of {', '.join(hints)}")
             setattr(sec, key, _check_value(name, key, value, hints[key]))
+    try:  # the sampler's options are checked by the sampler registry, as on the command line
+        resolve(cfg.sampling.sampler, cfg.sampling.options)
+    except ValueError as e:
+        raise ConfigError(f"config: sampling: {e}") from None
     if not 0 < cfg.training.ema_rate < 1:
         raise ConfigError(f"config: training.ema_rate must lie in (0, 1), got {cfg.training.ema_rate}")
     if cfg.sde.beta_min < 0 or cfg.sde.beta_min >= cfg.sde.beta_max:
@@ -201,8 +194,21 @@ def _renamed_keys(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _sampling_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A YAML sampling section (flat) as SamplingConfig fields: sampler options go into ``options``."""
+    own = {f.name for f in fields(SamplingConfig)} - {"options"}
+    out: dict[str, Any] = {k: v for k, v in values.items() if k in own}
+    opts = dict(values.get("options") or {}) if isinstance(values.get("options", {}), dict) else values["options"]
+    opts.update({k: v for k, v in values.items() if k not in own and k != "options"})
+    out["options"] = opts
+    return out
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """Nested dicts of plain values; the sampling options are written flat beside ``sampler``."""
+    d = dataclasses.asdict(cfg)
+    d["sampling"] = {**{k: v for k, v in d["sampling"].items() if k != "options"}, **d["sampling"]["options"]}
+    return d
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -238,35 +244,39 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return config_from_dict(apply_overrides(d, overrides or []))
+    file_sampling = d.get("sampling") if isinstance(d, dict) else None
+    file_sampling = dict(file_sampling) if isinstance(file_sampling, dict) else file_sampling
+    return config_from_dict(_switch_sampler(apply_overrides(d, overrides or []), file_sampling, overrides or []))
+
+
+def _switch_sampler(d: dict[str, Any], file_sampling: Any, overrides: list[str]) -> dict[str, Any]:
+    """After ``--set sampling.sampler=X``: the file's options of its own sampler that X does not take are dropped.
+
+    Options set by an override are kept, so they are still checked against X.
+    """
+    sampling = d.get("sampling")
+    if not isinstance(sampling, dict) or not isinstance(file_sampling, dict):
+        return d
+    old, new = file_sampling.get("sampler", DEFAULT_SAMPLER), sampling.get("sampler", DEFAULT_SAMPLER)
+    if old == new or old not in SAMPLERS or new not in SAMPLERS:
+        return d
+    overridden = {o.split("=", 1)[0].strip().removeprefix("sampling.") for o in overrides}
+    drop = {k for k in file_sampling if k in SAMPLERS[old].options and k not in SAMPLERS[new].options
+            and k not in overridden}
+    return {**d, "sampling": {k: v for k, v in sampling.items() if k not in drop}}
 
 
 # ---- names -> objects (the edge) ------------------------------------------------------------
 def build_sde(c: SDEConfig):
-    from .sde import SubVPSDE, VESDE, VPSDE
-
-    kw = {} if c.t_end is None else {"t_end": c.t_end}
-    if c.name == "ve":
-        return VESDE(c.sigma_min, c.sigma_max, c.N, **kw)
-    return (VPSDE if c.name == "vp" else SubVPSDE)(c.beta_min, c.beta_max, c.N, **kw)
-
-
-def _arches() -> dict[str, Any]:
-    from . import nets
-
-    out = {"mlp": nets.MLP}
-    for name, attr in (("unet", "UNet"), ("ncsn", "NCSN"), ("ncsnv2", "NCSNv2")):
-        if hasattr(nets, attr):
-            out[name] = getattr(nets, attr)
-    return out
+    """The SDE of the config (its N and t_end too)."""
+    params = {k: getattr(c, k) for k in ("sigma_min", "sigma_max", "beta_min", "beta_max")
+              if k in sde_parameters(c.name)}
+    return make_sde(c.name, N=c.N, t_end=c.t_end, **params)
 
 
 def build_net(c: ModelConfig, data_shape: tuple[int, ...]):
     """The network of ``c.arch`` with ``c.kwargs``; channel / dimension arguments filled from the data."""
-    arches = _arches()
-    if c.arch not in arches:
-        raise ConfigError(f"config: model.arch {c.arch!r} is not available (have {', '.join(arches)})")
-    cls = arches[c.arch]
+    cls = NETWORKS[c.arch]
     params = inspect.signature(cls).parameters
     unknown = sorted(set(c.kwargs) - set(params))
     if unknown:
@@ -291,30 +301,17 @@ def _prod(xs) -> int:
     return out
 
 
-def build_time_input(name: str):
-    from . import parameterization as p
-
-    return {"t": p.continuous_time, "999t": p.scaled_time(999.0), "sigma": p.noise_level,
-            "log_sigma": p.log_noise_level, "index": p.discrete_index}[name]
-
-
 def build_model(cfg: Config, net, sde):
     from .parameterization import NetworkModel
 
-    return NetworkModel(net, sde, cfg.model.prediction, build_time_input(cfg.model.time_input))
+    return NetworkModel(net, sde, cfg.model.prediction, TIME_INPUTS[cfg.model.time_input])
 
 
 def build_loss(c: TrainingConfig, sde_name: str):
     """(loss function, its keyword options)."""
-    from . import losses
-
+    need = LOSS_SDE.get(c.loss)
+    if need is not None and sde_name != need:
+        raise ConfigError(f"config: training.loss {c.loss} needs sde.name {need}")
     if c.loss == "dsm":
-        return losses.dsm_loss, {"t_min": c.t_min, "reduce": c.reduce,
-                                 "likelihood_weighting": c.likelihood_weighting}
-    if c.loss == "smld":
-        if sde_name != "ve":
-            raise ConfigError("config: training.loss smld needs sde.name ve")
-        return losses.smld_loss, {"reduce": c.reduce}
-    if sde_name != "vp":
-        raise ConfigError("config: training.loss ddpm needs sde.name vp")
-    return losses.ddpm_loss, {"reduce": c.reduce}
+        return LOSSES[c.loss], {"t_min": c.t_min, "reduce": c.reduce, "likelihood_weighting": c.likelihood_weighting}
+    return LOSSES[c.loss], {"reduce": c.reduce}

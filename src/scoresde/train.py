@@ -19,12 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, build_loss, build_model, build_net, build_sde, config_from_dict, config_to_dict
+from .config import Config, build_loss, build_model, build_net, build_sde, config_to_dict
 from .ema import EMA
 from .losses import draw
 from .seeding import TRAIN_DROPOUT, TRAIN_INIT, TRAIN_LOSS, TRAIN_PERMUTATION, derive_seed
+from .workdir import load_training_data, sample_from, save_samples_picture, to_unit_range
 
-__all__ = ["TrainingError", "Trainer", "load_training_data", "model_from_workdir"]
+__all__ = ["TrainingError", "Trainer"]
 
 
 class TrainingError(RuntimeError):
@@ -38,17 +39,6 @@ def _tensorboard_writer(logdir: Path):
     except ImportError:
         return None
     return SummaryWriter(str(logdir))
-
-
-def load_training_data(cfg: Config, split: str = "train") -> Tensor:
-    """The training tensor (N, *shape), float32: images scaled as the config says, or 2-D points."""
-    from . import data
-
-    d = cfg.data
-    x, _ = data.get_dataset(d.dataset, root=d.root, split=split, resolution=d.resolution, channels=d.channels,
-                            n=d.num_points, seed=0)  # fixed: the held-out split is the same for every run
-    x = x.float()
-    return data.scale(x, d.scale) if x.ndim == 4 else x
 
 
 class Trainer:
@@ -219,52 +209,3 @@ class Trainer:
         samples = sample_from(self.ema_model(), self.cfg, self.shape, num or self.cfg.sampling.num, progress=False)
         save_samples_picture(samples.samples, path, self.cfg, title=f"step {self.step}, NFE {samples.nfe}")
         return samples.samples
-
-
-def sample_from(model, cfg: Config, shape: tuple[int, ...], num: int, seed: int | None = None,
-                progress: bool = True, batch_size: int = 256, **overrides: Any):
-    """Sample a trained model with the config's sampler (keyword overrides win)."""
-    from .cli import _config_sampler_options, sampler_from_options
-
-    opts = {"sampler": cfg.sampling.sampler, **_config_sampler_options(cfg)}
-    opts.update({k: v for k, v in overrides.items() if v is not None})
-    fn, kwargs = sampler_from_options(**opts)
-    from .samplers import sample
-
-    device = next(model.net.parameters()).device if isinstance(model.net, nn.Module) else "cpu"
-    with torch.no_grad():
-        return sample(model, num, cfg.sampling.seed if seed is None else seed, fn, shape, batch_size=batch_size,
-                      device=device, progress=progress, **kwargs)
-
-
-def to_unit_range(x: Tensor, scale: str) -> Tensor:
-    """Data-space images back to [0, 1]."""
-    return ((x + 1) / 2 if scale == "[-1,1]" else x).clamp(0, 1)
-
-
-def save_samples_picture(x: Tensor, path: Path, cfg: Config, title: str = "") -> None:
-    from .plotting import save_image_grid, scatter_plot
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if x.ndim == 4:
-        save_image_grid(to_unit_range(x.float().cpu(), cfg.data.scale).numpy(), path)
-    else:
-        scatter_plot(x.cpu().numpy(), path, title=title)
-
-
-def model_from_workdir(workdir: str | Path, device: str | None = None, use_ema: bool = True, trust: bool = False):
-    """(score model, config, data shape, step) from the newest checkpoint of a training workdir."""
-    from .checkpoint import CheckpointError
-
-    workdir = Path(workdir)
-    ckpt = latest_checkpoint(workdir / "checkpoints")
-    if ckpt is None:
-        raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'} (train first: scoresde train --workdir {workdir})")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint(ckpt, map_location=dev, trust=trust)
-    cfg = config_from_dict(state["config"])
-    shape = tuple(int(s) for s in state["data_shape"])
-    net = build_net(cfg.model, shape).to(dev)
-    net.load_state_dict(state["ema"]["shadow"] if use_ema else state["model"])
-    net.eval()
-    return build_model(cfg, net, build_sde(cfg.sde)), cfg, shape, int(state["step"])

@@ -33,4 +33,4 @@ from .transforms import convert_channels, random_flip, resize_images, scale, spl
 __all__ = ["DataError", "TOY_NAMES", "DATASET_NAMES", "SPLITS", "toy_data", "load_array", "mnist5k",
            "sklearn_digits", "read_idx", "mnist", "fashion_mnist", "cifar10", "image_folder", "celeba",
            "hf_dataset", "split_indices", "resize_images", "convert_channels", "scale", "unscale",
-           "random_flip", "get_dataset", "batches"]
+           "random_flip", "get_dataset", "batches", "IMAGE_EXTENSIONS", "RING_RADII"]

@@ -1,0 +1,212 @@
+"""Argument helpers shared by the commands: the one-line-error parser, number parsers, the SDE and sampler options.
+
+The sampler options (their flags, choices, ranges, defaults and help) are generated from the sampler
+registry, so the command line cannot disagree with the library or the configs.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CLIError", "Parser", "positive", "nonneg_int", "add_sde_arguments", "make_sde", "add_sampler_arguments",
+           "sampler_options", "save_npz", "check_out", "version"]
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise CLIError(f"{self.prog}: {message} (see --help)")
+
+
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a finite number > 0."""
+
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {s!r}") from None
+        if not v > 0 or (kind is float and not math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+        return v
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
+def version() -> str:
+    from .. import __version__
+
+    return f"scoresde {__version__}"
+
+
+# ---- SDEs ---------------------------------------------------------------------------------------
+_SDE_PARAM_HELP = {"sigma_min": "VE: smallest noise level (default 0.01)", "sigma_max": "VE: largest noise level "
+                   "(default 50)", "beta_min": "VP/sub-VP: beta(0) (default 0.1)", "beta_max": "VP/sub-VP: beta(1) "
+                   "(default 20)"}
+
+
+def _sde_param_names() -> list[str]:
+    from ..registry import SDES, sde_parameters
+
+    return list(dict.fromkeys(p for name in SDES for p in sde_parameters(name)))
+
+
+def add_sde_arguments(group, sde_help: str) -> None:
+    """--sde and its parameters (for exact-score problems; a trained model brings its own)."""
+    from ..registry import SDES
+
+    group.add_argument("--sde", choices=list(SDES), help=sde_help)
+    for name in _sde_param_names():
+        group.add_argument("--" + name.replace("_", "-"), type=positive(float), help=_SDE_PARAM_HELP.get(name))
+
+
+def sde_arguments_given(args) -> list[str]:
+    """The SDE options given on the command line (flag names)."""
+    return [n for n in ["sde", *_sde_param_names()] if getattr(args, n, None) is not None]
+
+
+def make_sde(args, prog: str):
+    """The SDE named by --sde with the parameters given (one that belongs to another SDE is an error)."""
+    from ..registry import make_sde as build
+    from ..registry import sde_parameters
+
+    for n in _sde_param_names():
+        if getattr(args, n, None) is not None and n not in sde_parameters(args.sde):
+            raise CLIError(f"{prog}: --{n.replace('_', '-')} does not apply to --sde {args.sde}")
+    params = {n: getattr(args, n) for n in sde_parameters(args.sde)}
+    try:
+        return build(args.sde, t_end=getattr(args, "t_end", None), **params)
+    except ValueError as e:
+        raise CLIError(f"{prog}: {e}") from None
+
+
+# ---- samplers -----------------------------------------------------------------------------------
+def _option_type(opt) -> Callable[[str], Any]:
+    """Parse a command-line string as the option's kind and validate it with the registry's rule."""
+
+    def parse(s: str):
+        try:
+            value = opt.kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an int' if opt.kind is int else 'a number'}, "
+                                             f"got {s!r}") from None
+        try:
+            return opt.check(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{opt.name} ")) from None
+
+    parse.__name__ = opt.kind.__name__
+    return parse
+
+
+def _defaults_text(option: str, takers: list[str]) -> str:
+    """'pc 1000, ode 100, seeds1/seeds2/... 20': each sampler's default of the option, grouped."""
+    from ..samplers.registry import option_default
+
+    groups: dict[str, list[str]] = {}
+    for s in takers:
+        d = option_default(s, option)
+        text = "rule" if d is None else ("on" if d is True else "off" if d is False else f"{d:g}"
+                                         if isinstance(d, float) else str(d))
+        groups.setdefault(text, []).append(s)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return ", ".join(f"{_compact(names)} {text}" for text, names in groups.items())
+
+
+def _compact(names: list[str]) -> str:
+    """'seeds1, seeds2, seeds3, ddim' -> 'seeds1-3, ddim' (numbered families collapsed)."""
+    import re
+
+    out: list[str] = []
+    for name in names:
+        m = re.fullmatch(r"(\D+)(\d)", name)
+        prev = re.fullmatch(r"(\D+)(\d)(?:-(\d))?", out[-1]) if out else None
+        if m and prev and prev.group(1) == m.group(1) and int(prev.group(3) or prev.group(2)) + 1 == int(m.group(2)):
+            out[-1] = f"{prev.group(1)}{prev.group(2)}-{m.group(2)}"
+        else:
+            out.append(name)
+    return ", ".join(out)
+
+
+def add_sampler_arguments(p: argparse.ArgumentParser, default_help: str) -> None:
+    """--sampler and every sampler option, from the registry; help says which samplers take each and their defaults."""
+    from ..samplers.registry import OPTIONS, SAMPLERS
+
+    g = p.add_argument_group("sampler (each option applies to the samplers named in brackets)")
+    g.add_argument("--sampler", choices=list(SAMPLERS), help=default_help)
+    for name, opt in OPTIONS.items():
+        takers = [s for s, spec in SAMPLERS.items() if name in spec.options]
+        text = f"[{_compact(takers)}]"
+        helptext = f"{text} {opt.help} (default {_defaults_text(name, takers)})".replace("%", "%%")
+        if opt.kind is bool:
+            g.add_argument(opt.flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        elif opt.choices is not None:
+            g.add_argument(opt.flag, choices=list(opt.choices), help=helptext)
+        else:
+            g.add_argument(opt.flag, type=_option_type(opt), help=helptext)
+
+
+def samplers_epilog() -> str:
+    """A table of the registered samplers for --help: name, what, options, NFE."""
+    from ..samplers.registry import SAMPLERS
+
+    rows = [f"  {s.name:8s} {s.summary}; NFE {s.nfe}\n           options: "
+            + " ".join("--" + o.replace("_", "-") for o in s.options) for s in SAMPLERS.values()]
+    return "samplers:\n" + "\n".join(rows) + "\n"
+
+
+def sampler_options(args, sampler: str, prog: str) -> dict[str, Any]:
+    """The sampler options given on the command line, checked by the registry (one that does not apply: error)."""
+    from ..samplers.registry import OPTIONS, SAMPLERS, resolve
+
+    given = {k: getattr(args, k) for k in OPTIONS if getattr(args, k, None) is not None}
+    try:
+        resolve(sampler, given)
+    except ValueError as e:
+        msg = str(e)
+        wrong = [k for k in given if k not in SAMPLERS[sampler].options]
+        if wrong:
+            o = OPTIONS[wrong[0]]
+            flag = f"{o.flag}/--no-{o.flag[2:]}" if o.kind is bool else o.flag
+            msg = (f"{flag} does not apply to --sampler {sampler} (it takes "
+                   f"{', '.join('--' + k.replace('_', '-') for k in SAMPLERS[sampler].options)})")
+        raise CLIError(f"{prog}: {msg}") from None
+    return given
+
+
+# ---- output files ---------------------------------------------------------------------------------
+def check_out(path: str, prog: str, flag: str = "--out") -> Path:
+    out = Path(path)
+    if out.suffix != ".npz":
+        raise CLIError(f"{prog}: {flag} must end in .npz, got {path}")
+    return out
+
+
+def save_npz(out: Path, **arrays) -> None:
+    """Write an .npz atomically (a temporary file renamed into place)."""
+    import os
+
+    import numpy as np
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out)

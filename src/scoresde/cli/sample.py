@@ -1,0 +1,158 @@
+"""``scoresde sample`` (exact-score problems or a trained workdir) and ``scoresde problems``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .args import (CLIError, add_sampler_arguments, add_sde_arguments, check_out, make_sde, positive,
+                   sampler_options, samplers_epilog, save_npz, sde_arguments_given)
+
+__all__ = ["register"]
+
+EPILOG = """\
+examples:
+  scoresde sample --problem gmm8 --sde vp --num 2000 --seed 0 --out out/gmm8.npz
+  scoresde sample --problem gmm8 --sde ve --sampler pc --predictor reverse_diffusion \\
+      --corrector langevin --snr 0.16 --steps 500 --out out/ve_pc.npz
+  scoresde sample --problem mixture.json --sde subvp --sampler ode --rtol 1e-5 --atol 1e-5 --out out/ode.npz
+  scoresde sample --problem gaussian --sampler ode --method rk4 --steps 50 --out out/rk4.npz
+  scoresde sample --problem gmm8 --sde vp --sampler seeds3 --steps 20 --out out/seeds3.npz
+  scoresde sample --problem gmm8 --sde vp --sampler ggf --rtol 0.05 --out out/ggf.npz
+  scoresde sample --problem gmm64 --sde vp --sampler dpmpp2m --steps 15 --grid logsnr --out out/2m.npz
+  scoresde sample --workdir runs/mnist --sampler seeds2 --steps 25 --num 64 --out runs/mnist/seeds2.npz
+
+A JSON mixture file holds {"weights": [...], "means": [[...], ...], "stds": [...]}.
+The .npz holds `samples` (num x dim, data space) and `nfe` (exact network evaluations per sample
+path; adaptive samplers also store `nfe_per_sample`); a PNG plot is written beside it. Sample i of a
+run with seed S is the same whatever --num or --batch-size (except with the Langevin corrector, whose
+step uses batch-averaged norms, and the adaptive ODE solver, whose steps are shared by a batch).
+A final --denoise (a Tweedie step at t_end) costs one NFE.
+"""
+
+
+def register(sub) -> None:
+    s = sub.add_parser("sample", help="draw samples with any sampler from an exact-score problem or a trained model",
+                       description="Draw samples from an exact-score problem (a closed-form score, no training) or a "
+                                   "trained workdir with any sampler, and write them to an .npz plus a PNG plot.",
+                       epilog=EPILOG + "\n" + samplers_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = s.add_argument_group("what to sample")
+    src.add_argument("--problem", metavar="NAME_OR_JSON",
+                     help="a built-in problem (see `scoresde problems`) or a JSON mixture file")
+    src.add_argument("--workdir", metavar="W", help="a training workdir: sample its newest checkpoint (EMA weights)")
+    src.add_argument("--trust-checkpoint", action="store_true",
+                     help="allow full unpickling of the checkpoint (only for files you trust)")
+    add_sde_arguments(src, "forward SDE of an exact problem (default vp)")
+    src.add_argument("--t-end", "--eps", dest="t_end", type=positive(float),
+                     help="end time of sampling (default 1e-5 VE, 1e-3 VP/sub-VP; --eps is the old name)")
+
+    run = s.add_argument_group("run")
+    run.add_argument("--num", type=positive(int), default=1000, help="number of samples (default 1000)")
+    run.add_argument("--seed", type=int, default=0, help="run seed; sample i uses the per-sample seed (seed, i)")
+    run.add_argument("--batch-size", type=positive(int), default=10000, help="samples per batch (default 10000; "
+                                                                            "at most 256 with --workdir)")
+    run.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz; a PNG plot is written beside it")
+    run.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_sampler_arguments(s, "the sampler (default pc; with --workdir the trained config's sampler)")
+    s.set_defaults(func=cmd_sample)
+
+    pr = sub.add_parser("problems", help="list the built-in exact-score problems",
+                        description="List the built-in exact-score problems usable with --problem.")
+    pr.set_defaults(func=cmd_problems)
+
+
+def cmd_sample(args) -> int:
+    prog = "scoresde sample"
+    out = check_out(args.out, prog)
+    if (args.problem is None) == (args.workdir is None):
+        raise CLIError(f"{prog}: give exactly one of --problem (exact score) or --workdir (trained model)")
+    if args.workdir is not None:
+        return _sample_workdir(args, out, prog)
+    import numpy as np
+    import torch
+
+    from ..exact import ExactScoreModel, GaussianMixture, ProblemError, load_problem
+    from ..samplers import sample
+    from ..samplers.registry import DEFAULT_SAMPLER, describe, resolve
+
+    args.sde = args.sde or "vp"
+    args.sampler = args.sampler or DEFAULT_SAMPLER
+    try:
+        problem = load_problem(args.problem)
+    except ProblemError as e:
+        raise CLIError(f"{prog}: {e}") from None
+    model = ExactScoreModel(problem, make_sde(args, prog))
+    options = sampler_options(args, args.sampler, prog)
+    fn, kwargs = resolve(args.sampler, options)
+    t0 = time.perf_counter()
+    res = sample(model, args.num, args.seed, fn, problem.shape, batch_size=args.batch_size, dtype=torch.float64,
+                 progress=not args.no_progress, **kwargs)
+    wall = time.perf_counter() - t0
+    x = res.samples.reshape(args.num, -1).numpy()
+    if not np.isfinite(x).all():
+        print(f"{prog}: warning: {int((~np.isfinite(x)).any(1).sum())} samples are not finite "
+              "(the sampler diverged; try more steps or a smaller snr)", file=sys.stderr)
+    extra = {} if res.nfe_per_sample is None else {"nfe_per_sample": res.nfe_per_sample.cpu().numpy()}
+    save_npz(out, samples=x, nfe=np.int64(res.nfe), seed=np.int64(args.seed), sampler=args.sampler, sde=args.sde,
+             problem=args.problem, **extra)
+    desc = describe(args.sampler, options)
+    line = f"wrote {out} ({args.num} samples, {desc}, NFE {res.nfe}, {wall:.1f} s)"
+    if isinstance(problem, GaussianMixture):
+        from ..quality import mixture_report
+
+        line += "\n" + mixture_report(problem, torch.from_numpy(x)).summary()
+    if not args.no_plot:
+        from ..plotting import scatter_plot
+
+        png = out.with_suffix(".png")
+        ref = problem.sample(args.num, generator=torch.Generator().manual_seed(args.seed))
+        scatter_plot(x, png, title=f"{args.problem}: {args.sde} {desc}, NFE {res.nfe}", reference=ref.numpy())
+        line += f"\nplot: {png}"
+    print(line)
+    return 0
+
+
+def _sample_workdir(args, out: Path, prog: str) -> int:
+    import numpy as np
+
+    from ..checkpoint import CheckpointError
+    from ..samplers.registry import describe
+    from ..workdir import model_from_workdir, sample_from, save_samples_picture
+
+    given = sde_arguments_given(args) + (["t_end"] if args.t_end is not None else [])
+    if given:
+        raise CLIError(f"{prog}: --{given[0].replace('_', '-')} comes from the trained model's config with --workdir")
+    try:
+        model, cfg, shape, step = model_from_workdir(args.workdir, trust=args.trust_checkpoint)
+    except CheckpointError as e:
+        raise CLIError(f"{prog}: {e}") from None
+    name = args.sampler or cfg.sampling.sampler
+    options = sampler_options(args, name, prog)
+    if name == cfg.sampling.sampler:  # the trained config's options are the defaults (command-line options win)
+        options = {**cfg.sampling.options, **options}
+    t0 = time.perf_counter()
+    res = sample_from(model, cfg, shape, args.num, seed=args.seed, progress=not args.no_progress,
+                      batch_size=min(args.batch_size, 256), sampler=name, **options)
+    wall = time.perf_counter() - t0
+    x = res.samples.float().cpu()
+    extra = {} if res.nfe_per_sample is None else {"nfe_per_sample": res.nfe_per_sample.cpu().numpy()}
+    save_npz(out, samples=x.numpy(), nfe=np.int64(res.nfe), seed=np.int64(args.seed), step=np.int64(step), **extra)
+    line = (f"wrote {out} ({args.num} samples from step {step}, {describe(name, options)}, NFE {res.nfe}, "
+            f"{wall:.1f} s)")
+    if not args.no_plot:
+        png = out.with_suffix(".png")
+        save_samples_picture(x, png, cfg, title=f"NFE {res.nfe}")
+        line += f"\nplot: {png}"
+    print(line)
+    return 0
+
+
+def cmd_problems(args) -> int:
+    from ..exact import builtin_problems
+
+    for name, (desc, _) in builtin_problems().items():
+        print(f"{name:10s} {desc}")
+    print('or a JSON file: {"weights": [...], "means": [[...], ...], "stds": [...]}')
+    return 0
