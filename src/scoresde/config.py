@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -114,7 +115,9 @@ _CHOICES = {
 }
 _POSITIVE = {("training", k) for k in ("batch_size", "n_iters", "lr", "log_every", "snapshot_every",
                                        "keep_checkpoints")} | {("sampling", "num")} \
-    | {("sde", k) for k in ("sigma_min", "sigma_max", "N", "beta_max")}
+    | {("sde", k) for k in ("sigma_min", "sigma_max", "N", "beta_max")} | {("data", "num_points")}
+_NONNEGATIVE = {("training", k) for k in ("weight_decay", "grad_clip", "warmup", "sample_every", "t_min", "seed")} \
+    | {("sde", k) for k in ("beta_min", "t_end")} | {("sampling", "seed")}
 
 
 def _check_value(section: str, key: str, value: Any, typ: Any) -> Any:
@@ -137,8 +140,12 @@ def _check_value(section: str, key: str, value: Any, typ: Any) -> Any:
         raise ConfigError(f"config: {where} must be {names}, got {value!r}")
     if (section, key) in _CHOICES and value not in _CHOICES[(section, key)]:
         raise ConfigError(f"config: {where} must be one of {', '.join(_CHOICES[(section, key)])}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config: {where} must be finite, got {value!r}")
     if (section, key) in _POSITIVE and not value > 0:
         raise ConfigError(f"config: {where} must be > 0, got {value!r}")
+    if (section, key) in _NONNEGATIVE and not value >= 0:
+        raise ConfigError(f"config: {where} must be >= 0, got {value!r}")
     return value
 
 
@@ -174,6 +181,13 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         raise ConfigError("config: sde.beta_min must be >= 0 and < sde.beta_max")
     if cfg.sde.sigma_min >= cfg.sde.sigma_max:
         raise ConfigError("config: sde.sigma_min must be < sde.sigma_max")
+    try:
+        t_end = build_sde(cfg.sde).t_end
+    except ValueError as e:
+        raise ConfigError(f"config: sde: {e}") from None
+    if cfg.training.loss == "dsm" and cfg.training.t_min > t_end:
+        raise ConfigError(f"config: training.t_min {cfg.training.t_min:g} is above the sampling end time {t_end:g} "
+                          "(the model would never be trained where the samplers end)")
     return cfg
 
 
@@ -233,18 +247,54 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     return d
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that repeats a key (YAML itself would keep the last one)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"repeats the key {key!r} (line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML config file; ConfigError (one line naming the file) for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read as text: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        d = yaml.load(text, Loader=_UniqueKeyLoader)
+    except ConfigError as e:
+        raise ConfigError(f"config file {path} {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
+    if d is None:
+        raise ConfigError(f"config file {path} is empty (write at least one section, e.g. training: {{n_iters: 100}})")
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (data, sde, model, training, "
+                          f"sampling), not a {type(d).__name__}")
+    return d
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (None: all defaults), apply overrides, validate."""
-    d: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            d = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    file_sampling = d.get("sampling") if isinstance(d, dict) else None
+    d: dict[str, Any] = read_config_file(path) if path is not None else {}
+    file_sampling = d.get("sampling")
     file_sampling = dict(file_sampling) if isinstance(file_sampling, dict) else file_sampling
     return config_from_dict(_switch_sampler(apply_overrides(d, overrides or []), file_sampling, overrides or []))
 
@@ -290,7 +340,7 @@ def build_net(c: ModelConfig, data_shape: tuple[int, ...]):
             kw[name] = int(data_shape[0])
     try:
         return cls(**kw)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError) as e:
         raise ConfigError(f"config: cannot build {c.arch} with {kw}: {e}") from None
 
 

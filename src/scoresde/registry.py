@@ -48,4 +48,7 @@ def make_sde(name: str, **params: Any) -> SDE:
     wrong = sorted(set(given) - allowed)
     if wrong:
         raise ValueError(f"{wrong[0]} does not apply to the {name} SDE (it takes {', '.join(sde_parameters(name))})")
-    return SDES[name](**given)
+    sde = SDES[name](**given)
+    if not 0 <= sde.t_end < sde.T:
+        raise ValueError(f"t_end must lie in [0, T={sde.T:g}), got {sde.t_end:g}")
+    return sde

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_training_state, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from .config import Config, build_loss, build_model, build_net, build_sde, config_to_dict
 from .ema import EMA
 from .losses import draw
@@ -30,6 +32,20 @@ __all__ = ["TrainingError", "Trainer"]
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, incompatible checkpoint)."""
+
+
+def _log_rows(log: Path) -> list[tuple[int, str]]:
+    """(step, line) of a training log's data rows; [] when there is no readable log."""
+    try:
+        lines = log.read_text().splitlines()[1:]
+    except (OSError, UnicodeDecodeError):
+        return []
+    rows = []
+    for line in lines:
+        head = line.split(",", 1)[0]
+        if head.isdigit():
+            rows.append((int(head), line))
+    return rows
 
 
 def _tensorboard_writer(logdir: Path):
@@ -45,7 +61,7 @@ class Trainer:
     """Trains the network of a config in ``workdir``, resuming from its newest checkpoint."""
 
     def __init__(self, cfg: Config, workdir: str | Path, data: Tensor | None = None, device: str | None = None,
-                 rank: int = 0, world_size: int = 1, progress: bool = True):
+                 rank: int = 0, world_size: int = 1, progress: bool = True, restart: bool = False):
         self.cfg, self.workdir = cfg, Path(workdir)
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -70,9 +86,55 @@ class Trainer:
             self.ddp_net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.model = build_model(cfg, self.ddp_net, self.sde)
+        self._prepare_workdir(restart)
         ckpt = latest_checkpoint(self.ckpt_dir)
         if ckpt is not None:
             self.resume(ckpt)
+        elif self.rank == 0:
+            self._refuse_orphan_log(restart)
+
+    # ---- the workdir: checked before any step, so no training is lost to an unwritable folder ------
+    def _prepare_workdir(self, restart: bool) -> None:
+        for d in (self.workdir, self.ckpt_dir):
+            if d.exists() and not d.is_dir():
+                raise TrainingError(f"{d} exists and is not a directory")
+        if self.rank != 0:
+            return
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.ckpt_dir / f".write_test.{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise TrainingError(f"cannot write checkpoints in {self.ckpt_dir}: {e.strerror or e}") from None
+        # a write killed mid-way leaves its temporary file: nothing refers to it any more
+        for stale in self.ckpt_dir.glob(".ckpt_*.tmp*"):
+            stale.unlink(missing_ok=True)
+
+    def _refuse_orphan_log(self, restart: bool) -> None:
+        """A log of earlier steps without any checkpoint: starting over would silently replace that run."""
+        log = self.workdir / "log.csv"
+        rows = _log_rows(log)
+        if not rows:
+            return
+        if not restart:
+            raise TrainingError(f"{log} records a run up to step {rows[-1][0]} but {self.ckpt_dir} holds no "
+                                "checkpoint; use another --workdir, or --restart to start over (the old log is "
+                                "kept as log.csv.old)")
+        os.replace(log, log.with_name("log.csv.old"))
+
+    def _truncate_log(self) -> None:
+        """After a resume from step N, drop the log rows of steps after N (they are about to be redone)."""
+        log = self.workdir / "log.csv"
+        rows = _log_rows(log)
+        if rows and rows[-1][0] > self.step:
+            lines = log.read_text().splitlines(keepends=True)
+            keep = [lines[0]] + [ln for ln in lines[1:] if not ln.split(",", 1)[0].isdigit()
+                                 or int(ln.split(",", 1)[0]) <= self.step]
+            tmp = log.with_name(f".log.csv.{os.getpid()}.tmp")
+            tmp.write_text("".join(keep))
+            os.replace(tmp, log)
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -86,19 +148,43 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
+        check_training_state(state, path)
+        load_weights(self.net, state["model"], path)
+        if set(state["ema"]["shadow"]) != set(self.ema.shadow):
+            raise CheckpointError(f"{path}: its EMA weights are of another network")
         try:
-            self.net.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise TrainingError(f"checkpoint {path} does not fit this config's network: "
-                                f"{str(e).splitlines()[0]}") from None
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["optimizer"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: its EMA or optimizer state does not fit this run "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
         self.step = int(state["step"])
 
     def save(self) -> Path | None:
         if self.rank != 0:
             return None
         return save_checkpoint(self.state_dict(), self.ckpt_dir, self.step, self.cfg.training.keep_checkpoints)
+
+    def _snapshot(self, final: bool) -> None:
+        """Checkpoint; a failed write warns and training goes on (the next snapshot retries it).
+
+        Stopping would throw away every step since the last good checkpoint; going on keeps them in memory
+        until a write succeeds. If the final write fails too, the state is saved in the temporary
+        directory instead and the run ends with an error naming that file.
+        """
+        try:
+            self.save()
+            return
+        except OSError as e:
+            reason = e.strerror or str(e)
+        if not final:
+            print(f"scoresde train: warning: cannot write the checkpoint of step {self.step} in {self.ckpt_dir} "
+                  f"({reason}); training goes on and the next snapshot tries again", file=sys.stderr)
+            return
+        rescue = Path(tempfile.mkdtemp(prefix="scoresde-rescue-"))
+        path = save_checkpoint(self.state_dict(), rescue, self.step, 1)
+        raise TrainingError(f"cannot write the final checkpoint in {self.ckpt_dir} ({reason}); the state of step "
+                            f"{self.step} is saved as {path}: copy it into {self.ckpt_dir} and run again")
 
     # ---- one step ------------------------------------------------------------------------------
     def batch_indices(self, step: int) -> Tensor:
@@ -156,6 +242,7 @@ class Trainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             self._write_config()
+            self._truncate_log()
         log_path = self.workdir / "log.csv"
         new_log = not log_path.exists()
         last: dict[str, float] = {}
@@ -182,7 +269,7 @@ class Trainer:
                             tb.add_scalar(f"train/{key}", last[key], self.step)
                         tb.add_scalar("train/items_per_s", ips, self.step)
                 if self.step % tc.snapshot_every == 0 or self.step == total:
-                    self.save()
+                    self._snapshot(final=self.step == total)
                 if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0:
                     grid = self.sample_grid(self.workdir / "samples" / f"step_{self.step}.png")
                     if tb is not None and grid.ndim == 4:

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-from .config import Config, build_model, build_net, build_sde, config_from_dict
+from .checkpoint import CheckpointError, check_training_state, latest_checkpoint, load_checkpoint, load_weights
+from .config import Config, ConfigError, build_model, build_net, build_sde, config_from_dict
 from .samplers import sample
 from .samplers.registry import resolve
 
@@ -69,9 +69,13 @@ def model_from_workdir(workdir: str | Path, device: str | None = None, use_ema: 
         raise CheckpointError(f"no checkpoint in {workdir / 'checkpoints'} (train first: scoresde train --workdir {workdir})")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = load_checkpoint(ckpt, map_location=dev, trust=trust)
-    cfg = config_from_dict(state["config"])
-    shape = tuple(int(s) for s in state["data_shape"])
-    net = build_net(cfg.model, shape).to(dev)
-    net.load_state_dict(state["ema"]["shadow"] if use_ema else state["model"])
+    check_training_state(state, ckpt)
+    try:
+        cfg = config_from_dict(state["config"])
+        shape = tuple(int(s) for s in state["data_shape"])
+        net = build_net(cfg.model, shape).to(dev)
+    except ConfigError as e:
+        raise CheckpointError(f"{ckpt}: its config is not valid: {e}") from None
+    load_weights(net, state["ema"]["shadow"] if use_ema else state["model"], ckpt)
     net.eval()
     return build_model(cfg, net, build_sde(cfg.sde)), cfg, shape, int(state["step"])

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLIError", "Parser", "positive", "nonneg_int", "add_sde_arguments", "make_sde", "add_sampler_arguments",
+__all__ = ["CLIError", "Parser", "positive", "nonneg_int", "seed", "add_sde_arguments", "make_sde", "add_sampler_arguments",
            "sampler_options", "save_npz", "check_out", "version"]
 
 
@@ -47,6 +47,21 @@ def nonneg_int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an int, got {s!r}") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
+#: the largest run seed (seeds are 64-bit SeedSequence entropy; a larger one is surely a typo)
+MAX_SEED = 2**63 - 1
+
+
+def seed(s: str) -> int:
+    """An argparse type: a run seed, an integer in [0, 2^63)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 2^63), got {s}")
     return v
 
 
@@ -194,19 +209,40 @@ def sampler_options(args, sampler: str, prog: str) -> dict[str, Any]:
 
 # ---- output files ---------------------------------------------------------------------------------
 def check_out(path: str, prog: str, flag: str = "--out") -> Path:
+    """An output .npz path that can be written: its folder is created now, so no work is lost at the end."""
+    import os
+
     out = Path(path)
-    if out.suffix != ".npz":
-        raise CLIError(f"{prog}: {flag} must end in .npz, got {path}")
+    if out.suffix != ".npz" or out.name == ".npz":
+        raise CLIError(f"{prog}: {flag} must name a file ending in .npz, got {path!r}")
+    if out.is_dir():
+        raise CLIError(f"{prog}: {flag} {path} is a directory; name a file ending in .npz")
+    parent = out.parent
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise CLIError(f"{prog}: {flag} {path}: {p} is a file, not a directory")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"{prog}: {flag} {path}: cannot create its directory ({e.strerror or e})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"{prog}: {flag} {path}: the directory {parent} is not writable")
     return out
 
 
 def save_npz(out: Path, **arrays) -> None:
-    """Write an .npz atomically (a temporary file renamed into place)."""
+    """Write an .npz atomically (a temporary file renamed into place; no temporary is left behind)."""
     import os
 
     import numpy as np
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CLIError(f"cannot write {out}: {e.strerror or e}") from None

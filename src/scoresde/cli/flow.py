@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .args import CLIError, add_sde_arguments, check_out, make_sde, positive, save_npz
+from .args import CLIError, add_sde_arguments, check_out, make_sde, positive, save_npz, seed
 
 __all__ = ["register"]
 
@@ -84,7 +84,7 @@ def _add_flow_arguments(p: argparse.ArgumentParser, out_metavar: str, out_help: 
     run = p.add_argument_group("run")
     run.add_argument("--num", type=positive(int), help="points / images to use (default 1000 for --problem, "
                                                         "100 for --workdir)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the drawn points, dequantisation and probes")
+    run.add_argument("--seed", type=seed, default=0, help="seed of the drawn points, dequantisation and probes")
     run.add_argument("--batch-size", type=positive(int), help="points per ODE solve (default 10000 problem, 100 "
                                                                "workdir)")
     run.add_argument("--rtol", type=positive(float), default=1e-5, help="dopri5 relative tolerance (default 1e-5)")

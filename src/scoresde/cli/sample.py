@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .args import (CLIError, add_sampler_arguments, add_sde_arguments, check_out, make_sde, positive,
+from .args import (CLIError, add_sampler_arguments, add_sde_arguments, check_out, make_sde, positive, seed,
                    sampler_options, samplers_epilog, save_npz, sde_arguments_given)
 
 __all__ = ["register"]
@@ -49,7 +49,7 @@ def register(sub) -> None:
 
     run = s.add_argument_group("run")
     run.add_argument("--num", type=positive(int), default=1000, help="number of samples (default 1000)")
-    run.add_argument("--seed", type=int, default=0, help="run seed; sample i uses the per-sample seed (seed, i)")
+    run.add_argument("--seed", type=seed, default=0, help="run seed; sample i uses the per-sample seed (seed, i)")
     run.add_argument("--batch-size", type=positive(int), default=10000, help="samples per batch (default 10000; "
                                                                             "at most 256 with --workdir)")
     run.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz; a PNG plot is written beside it")
