@@ -7,10 +7,8 @@ import torch
 import scoresde as s
 from scoresde.brownian import NoiseSource
 from scoresde.parameterization import to_denoiser
+from scoresde.samplers import ddim, dpmpp_2m, edm_heun, etd_erk, make_grid, seeds
 from scoresde.samplers import kdiffusion as kd
-from scoresde.samplers.edm import edm_heun
-from scoresde.samplers.exponential import ddim, dpmpp_2m, etd_erk, make_grid
-from scoresde.samplers.seeds import seeds
 
 F64 = torch.float64
 
@@ -85,6 +83,28 @@ def test_final_step_to_zero_is_the_denoiser(name, per_step):
     assert seen["i"] == 2 and float(seen["sigma"]) == pytest.approx(1.0)
     # the samples sit on the ring's modes: D at sigma = 0.2 of a radius-1 ring
     assert ((full.norm(dim=-1) - 1).abs() < 0.3).all()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_disable_maps_to_the_progress_bar(name, capsys):
+    """k-diffusion's ``disable``: False shows the bar on stderr, True hides it, None shows it on a terminal only
+    (pytest's stderr is not one); the callback gets the contract's keys, EDM's sigma_hat its churned level."""
+    kfun, _, kw = CASES[name]
+    den = to_denoiser(s.ExactScoreModel(s.load_problem("gmm8"), s.VESDE()))
+    sigmas = torch.tensor([20.0, 5.0, 1.0, 0.2], dtype=F64)
+    x = 20.0 * torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    extra = {k: v for k, v in (kw or {}).items() if k != "s_tmin"}
+    seen = []
+    kfun(den, x, sigmas, disable=False, callback=seen.append, **extra)
+    assert capsys.readouterr().err
+    for disable in (True, None):
+        kfun(den, x, sigmas, disable=disable, **extra)
+        assert not capsys.readouterr().err
+    assert [set(st) for st in seen] == [{"i", "x", "t", "sigma", "sigma_hat", "denoised"}] * 3
+    churn = min(extra.get("s_churn", 0.0) / 3, 2**0.5 - 1)
+    for st in seen:
+        g = churn if float(st["sigma"]) <= extra.get("s_tmax", 0.0) else 0.0
+        assert float(st["sigma_hat"]) == pytest.approx(float(st["sigma"]) * (1 + g), rel=1e-12)
 
 
 def test_bad_sigmas_is_one_clear_error():

@@ -9,6 +9,11 @@ is ``model.denoised`` at the SDE time of each sigma (t_from_sigma_tilde), fed x 
 
 NFE = 2 per step (1 for a step ending at sigma = 0), +1 with ``denoise`` (a Tweedie step at t = t_end).
 A churned sigma_hat above the grid's first sigma maps to a time beyond T, which the SDE formulas allow.
+The callback's ``sigma_hat`` is the churned level sigma_i (1 + gamma_i) the denoiser was evaluated at.
+
+Orders: 2 without churn (Heun). With churn (S_noise = 1) the noise step maps p_sigma exactly onto
+p_sigma_hat, so the only error is the Heun solve from sigma_hat to sigma_{i+1}: weak order 2 as well
+(measured 2.0 on Gaussian data).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from .._tensor import like
 from ..brownian import NoiseSource
 from ..parameterization import ScoreModel
 from .base import SampleResult
-from .exponential import Draw, check_steps, make_grid, noise_draw, run_steps
+from .common import Draw, check_steps, declare_orders, make_grid, noise_draw, run_steps
 
 __all__ = ["edm_heun", "edm_step"]
 
@@ -33,6 +38,7 @@ def _D(model: ScoreModel, y: Tensor, sigma: Tensor) -> Tensor:
     return model.denoised(like(model.sde.alpha(t), y) * y, t)
 
 
+@torch.no_grad()
 def edm_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, gamma: float, xi: Tensor | None,
              S_noise: float = 1.0) -> tuple[Tensor, Tensor]:
     """One step of Karras et al. (2022) Algorithm 2 from t_s to t_t in x-space; returns (x_t, D at sigma_hat)."""
@@ -52,6 +58,8 @@ def edm_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, gamma: floa
     return like(a_t, y) * y_next, D
 
 
+@declare_orders(2, weak=2)
+@torch.no_grad()
 def edm_heun(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, steps: int = 18,
              grid: str | Tensor = "edm", rho: float = 7.0, S_churn: float = 0.0, S_tmin: float = 0.0,
              S_tmax: float = math.inf, S_noise: float = 1.0, t_end: float | None = None, denoise: bool = False,
@@ -73,8 +81,9 @@ def edm_heun(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, 
     draw = draw or noise_draw(noise, any(gm > 0 for gm in gammas))
 
     def step(x, i, t_s, t_t):
-        xi = draw(sigmas[i], sigmas[i] * (1 + gammas[i])).to(x) if gammas[i] > 0 else None
-        return edm_step(model, x, t_s, t_t, gammas[i], xi, S_noise)
+        sigma_hat = sigmas[i] * (1 + gammas[i])
+        xi = draw(sigmas[i], sigma_hat).to(x) if gammas[i] > 0 else None
+        return (*edm_step(model, x, t_s, t_t, gammas[i], xi, S_noise), {"sigma_hat": sigma_hat})
 
     return run_steps(model, x, g, step, denoise=denoise, progress=progress, desc="edm-heun", callback=callback,
                      info={"S_churn": S_churn})

@@ -1,247 +1,297 @@
-"""Deterministic exponential integrators over the half log-SNR lambda = log(alpha_t / sigma_t).
+"""Exponential integrators in lambda from one stage table: SEEDS (Gonzalez et al. 2023) and DPM-Solver(++) (Lu et al.).
 
-With D the denoiser and eps the noise prediction, the probability-flow ODE has the exact-linear-part
-solution from s to t (h = lambda_t - lambda_s > 0, Lu et al. 2022a eq. 3.4 and 2022b eq. 9):
+eta = 0: ETD-ERK = DPM-Solver++ singlestep (data form; Lu et al. 2022b eq. 9, Alg. 1) / DPM-Solver (noise form;
+2022a eq. 3.4, Alg. 4-5); eta > 0: SEEDS-1/2/3 (Gonzalez et al. 2023, Alg. 1-3). Also DPM-Solver++(2M) (2022b
+Alg. 2) and DDIM(eta) (Song, Meng & Ermon 2021 eq. 12). lambda = log(alpha_t / sigma_t), the half log-SNR.
 
-    x_t = (sigma_t / sigma_s) x_s + alpha_t int_{lambda_s}^{lambda_t} e^{-(lambda_t - l)} D dl      (data form)
-    x_t = (alpha_t / alpha_s) x_s - sigma_t int_{lambda_s}^{lambda_t} e^{l - lambda_t} eps dl      (noise form)
+Derivation (written from the maths, not from released code). Let y = x / alpha (VE space, sigma~ = sigma / alpha
+= e^{-lambda}) and D the denoiser. The marginal-preserving reverse processes, probability-flow drift plus eta
+times a Langevin term, are in lambda (increasing towards the data)
 
-Expanding D (or eps) in a Taylor series in lambda and estimating the derivatives from stage values
-gives the ETD-ERK / DPM-Solver(++) family. With phi1(h) = 1 - e^{-h}, phi2(h) = (h - 1 + e^{-h}) / h
-(data form) and e^h - 1, psi(h) = (e^h - 1 - h) / h (noise form):
+    dy = (1 + eta) (D - y) dlambda + sqrt(2 eta) sigma~ dW_lambda,        eta in [0, 1]
 
-* order 1: x_t = (sigma_t/sigma_s) x_s + alpha_t phi1(h) D_s  (= DDIM; both forms agree);
-* order 2 (stage at r h): + alpha_t phi2(h) / r (D_1 - D_s)  ("taylor"), or alpha_t phi1(h) / (2r) (D_1 - D_s)
-  ("phi1", DPM-Solver++(2S) of Lu et al. 2022b Alg. 1);
-* order 3 (stages at r1 h, r2 h; r1 = 1/3, r2 = 2/3): stage 2 uses the order-2 Taylor formula with the
-  derivative from (D_1 - D_s) / r1, the final step alpha_t phi2(h) / r2 (D_2 - D_s) (DPM-Solver-3,
-  Lu et al. 2022a Alg. 5, in data form). phi2(h)/r2 matches the exact h^2 D'' weight up to O(h),
-  which the overall factor h makes a fourth-order local error;
-* DPM-Solver++(2M) (Lu et al. 2022b Alg. 2): x_t = (sigma_t/sigma_s) x_s + alpha_t phi1(h) [(1 + 1/(2r)) D_s
-  - 1/(2r) D_prev], r = h_prev / h; its first step is order 1;
-* DDIM(eta) (Song, Meng & Ermon 2021 eq. 12): x_t = alpha_t D + sqrt(sigma_t^2 - c^2) eps_hat + c xi with
-  c = eta sigma_t sqrt(1 - e^{-2h}) (their sigma_t(eta) for VP, written for any SDE); eta = 1 is the
-  ancestral (DDPM posterior) step.
+(eta = 0: the probability-flow ODE; eta = 1: the reverse SDE). Variation of constants from s to t
+(h = lambda_t - lambda_s > 0, nu = 1 + eta, hh = nu h), multiplied back by alpha_t:
 
-A step that ends at sigma_t = 0 (lambda = +inf, e.g. a k-diffusion schedule ending in 0) is the limit of
-every formula: x_t = alpha_t D(x_s) (one NFE). With ``denoise=True`` the samplers add one Tweedie step
-x <- D(x, t_end) at the end, counted as one more NFE; without it they return x at t = t_end.
+    x_t = (sigma_t/sigma_s) e^{-eta h} x_s + alpha_t hh int_0^1 e^{-hh (1-u)} D(lambda_s + u h) du + sigma_t n_t,
+    n_t = sqrt(2 eta) int e^{-eta (lambda_t - l)} dW_l  ~  N(0, 1 - e^{-2 eta h}).
+
+The linear part and the noise are exact. D(lambda_s + u c h) = D_s + u (c h) D' + ... gives the weights
+int_0^1 hh e^{-hh(1-u)} du = phi1(hh) = 1 - e^{-hh} and int_0^1 hh e^{-hh(1-u)} u du = phi2(hh) =
+(hh - 1 + e^{-hh}) / hh, so the point at lambda_s + c h is, to second order,
+
+    x_c = (sigma_c/sigma_s) e^{-eta c h} x_s + alpha_c phi1(nu c h) D_s + alpha_c w (c/r) (D_r - D_s) + sigma_c n_c
+
+with (D_r - D_s) / r the estimate of h D' from a stage at lambda_s + r h and w = phi2(nu c h) ("taylor") or
+phi1(nu c h) / 2 ("phi1", equal to leading order: DPM-Solver++(2S), Lu et al. 2022b Alg. 1). An
+:class:`ExponentialTableau` lists the stage fractions 0 < c_1 < ... < 1: the first stage is the order-1 point,
+every later stage and the final point (c = 1) correct with the latest stage (r = the previous c).
+
+* order 1 (no stage): DDIM at eta = 0 (Lu et al. 2022b eq. 10); the DDPM ancestral step (posterior of x_t
+  given x_s and x_0 = D_s) in data form at eta = 1;
+* order 2 (r = 1/2): DPM-Solver++(2S) / SEEDS-2;
+* order 3 (r1 = 1/3, r2 = 2/3): stage 2 with (c/r) = r2/r1 from D_1, the final point with 1/r2 from D_2
+  (DPM-Solver-3, Lu et al. 2022a Alg. 5, in data form; SEEDS-3). phi2(h) (D_2 - D_s) / r2 carries
+  phi2(h) r2 h^2 D'' / 2 ~ r2 h^3 D'' / 4 against the exact h^3 D'' / 6: third order needs r2 = 2/3 (any r1).
+
+At eta = 1 the SEEDS-3 stage-2 coefficient is alpha_2 [expm1(-2 r2 h)/(2 r2 h) + 1] r2/r1; the released code's
+expm1(-2 c2 h)/(c2 h) + 1 tends to -1 (not 0) as h -> 0, not Taylor-consistent (1-D Gaussian data, VP, 256 log-SNR
+steps: SEEDS-3 first order, variance error 2.1e-3 against 6.3e-6 here; at eta = 0 8.3e-4 against 1.1e-8).
+
+Shared Brownian noise. The stage noises are the same stochastic integral stopped at the stage points, an
+Ornstein-Uhlenbeck process of unit stationary variance in lambda, sampled exactly: n_0 = 0,
+n_{k+1} = e^{-eta dc_k h} n_k + sqrt(1 - e^{-2 eta dc_k h}) xi_{k+1} (dc_k = c_{k+1} - c_k); the final n_t
+continues the recursion, so a k-stage step draws k standard normals per sample (none at eta = 0).
+
+Noise form. With eps = (y - D) / sigma~ the same family reads dy = -nu e^{-lambda} eps dlambda + sqrt(2 eta)
+e^{-lambda} dW (no linear part), so (Lu et al. 2022a eq. 3.4 at eta = 0)
+
+    x_c = (alpha_c/alpha_s) x_s - nu sigma_c [(e^{ch} - 1) eps_s + w (c/r) (eps_r - eps_s)] + alpha_c N_c,
+
+w = psi(ch) = (e^{ch} - 1 - ch)/(ch) ("taylor") or (e^{ch} - 1) / 2 ("phi1"), N_{k+1} = N_k +
+sqrt(eta (sigma~_k^2 - sigma~_{k+1}^2)) xi_{k+1} (a Brownian motion in -sigma~^2 / 2 scaled by eta). Order 1
+at eta = 1: x_t = (alpha_t/alpha_s) x_s - 2 sigma_t (e^h - 1) eps_s + sigma_t sqrt(e^{2h} - 1) xi.
+
+Orders (declared on each tableau). Deterministic (eta = 0): k for k <= 3 stages. Weak (eta > 0): with noise the
+state is only Holder-1/2 in lambda, so D(x_lambda) has no second derivative along the path and the iterated
+integrals int int dW dlambda of a third-order step are not matched: 1 / 2 / 2 for SEEDS-1/2/3 (tests/test_seeds.py).
+
+A step ending at sigma_t = 0 (lambda = +inf, a k-diffusion schedule ending in 0) is every formula's limit
+x_t = alpha_t D(x_s) (one NFE, no noise). ``denoise=True`` adds one counted Tweedie step x <- D(x, t_end).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .._tensor import as_time, like
+from .._tensor import like
 from ..brownian import NoiseSource
 from ..parameterization import ScoreModel
-from ..schedules import edm_rho, log_snr_uniform, quadratic_time, uniform_time
-from ..sde import SDE
-from .base import SampleResult, progress_bar
+from .base import SampleResult
+from .common import (Draw, check_prediction, check_steps, coefs, declare_orders, fixed_order, make_grid, noise_draw,
+                     phi1, phi2, psi, run_steps)
 
-__all__ = [
-    "GRIDS",
-    "ddim",
-    "ddim_step",
-    "dpmpp_2m",
-    "etd_erk",
-    "etd_erk_1",
-    "etd_erk_2",
-    "etd_erk_3",
-    "etd_erk_step",
-    "make_grid",
-]
+__all__ = ["TABLEAUX", "WEIGHTS", "ExponentialTableau", "ddim", "ddim_step", "dpmpp_2m", "etd_erk", "etd_erk_1",
+           "etd_erk_2", "etd_erk_3", "exponential_sample", "exponential_step", "exponential_tableau"]
 
-#: grid names accepted by every sampler of this family
-GRIDS = ("logsnr", "time", "quadratic", "edm")
-
-#: a source of standard-normal noise for the sub-interval [sigma_from, sigma_to] (VE sigmas) of a step
-Draw = Callable[[Tensor, Tensor], Tensor]
+#: the Taylor weight of a corrected point: "taylor" (phi2 / psi) or "phi1" (phi1 / 2, DPM-Solver++(2S))
+WEIGHTS = ("taylor", "phi1")
 
 
-def make_grid(sde: SDE, steps: int, grid: str | Tensor = "logsnr", t_end: float | None = None,
-              rho: float = 7.0) -> Tensor:
-    """The float64 time grid T -> t_end of ``steps`` steps: "logsnr" | "time" | "quadratic" | "edm" (rho), or a tensor."""
-    if isinstance(grid, Tensor):
-        g = grid.detach().to(torch.float64).reshape(-1)
-        if g.numel() < 2 or not bool((g[1:] < g[:-1]).all()) or bool((g < 0).any()):
-            raise ValueError("a grid must be a 1-D tensor of at least 2 decreasing times >= 0")
-        return g
-    builders = {"logsnr": log_snr_uniform, "time": uniform_time, "quadratic": quadratic_time,
-                "edm": lambda s, n, e: edm_rho(s, n, e, rho=rho)}
-    if grid not in builders:
-        raise ValueError(f"unknown grid {grid!r}; expected one of {', '.join(GRIDS)} or a tensor of times")
-    return builders[grid](sde, steps, t_end)
+def attainable_order(c: tuple[float, ...], weights: tuple[str, ...]) -> int:
+    """The deterministic order a stage chain reaches: 1 without stages, 3 with >= 2 stages whose last sits at
+    c = 2/3 and a "taylor" final weight, else 2 (each point only sees the latest stage's D' estimate)."""
+    if not c:
+        return 1
+    return 3 if len(c) >= 2 and weights[-1] == "taylor" and abs(c[-1] - 2 / 3) < 1e-12 else 2
 
 
-def check_steps(steps: int) -> None:
-    if int(steps) < 1:
-        raise ValueError(f"the number of steps must be >= 1, got {steps}")
+@dataclass(frozen=True)
+class ExponentialTableau:
+    """The stages of one exponential method, shared by its ODE (ETD-ERK, eta = 0) and SDE (SEEDS, eta > 0) forms.
 
-
-def coefs(sde: SDE, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(alpha_t, sigma_t, lambda_t) in float64; lambda = +inf where sigma_t = 0."""
-    alpha, sigma = sde.marginal(t)
-    return alpha, sigma, torch.log(alpha) - torch.log(sigma)
-
-
-def phi1(h: Tensor) -> Tensor:
-    """1 - e^{-h}."""
-    return -torch.expm1(-h)
-
-
-def phi2(h: Tensor) -> Tensor:
-    """(h - 1 + e^{-h}) / h = int_0^1 h e^{-h (1 - u)} u du, with a series near 0."""
-    small = h.abs() < 1e-4
-    hs = torch.where(small, torch.ones_like(h), h)
-    return torch.where(small, h / 2 - h**2 / 6 + h**3 / 24, (torch.expm1(-hs) + hs) / hs)
-
-
-def psi(h: Tensor) -> Tensor:
-    """(e^h - 1 - h) / h, the noise-form second-order weight, with a series near 0."""
-    small = h.abs() < 1e-4
-    hs = torch.where(small, torch.ones_like(h), h)
-    return torch.where(small, h / 2 + h**2 / 6 + h**3 / 24, (torch.expm1(hs) - hs) / hs)
-
-
-def _stage_time(sde: SDE, lam: Tensor) -> Tensor:
-    return sde.t_from_log_snr(lam)
-
-
-def etd_erk_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, *, order: int = 3,
-                 prediction: str = "data", variant: str = "taylor", r1: float | None = None,
-                 r2: float | None = None) -> tuple[Tensor, Tensor]:
-    """One ETD-ERK step s -> t (DPM-Solver++ singlestep in data form, DPM-Solver in noise form; Lu et al. 2022).
-
-    Returns (x_t, D(x_s)); costs ``order`` NFE (1 when sigma_t = 0).
+    ``c``: intermediate stage fractions of the step in lambda, 0 < c_1 < ... < 1 (the final point c = 1 implied);
+    ``weights``: the Taylor weight (one of :data:`WEIGHTS`) of each corrected point: the stages after the first,
+    then the final point, so ``len(weights) == len(c)``; ``order_deterministic``: global order at eta = 0;
+    ``order_weak``: weak order at eta > 0. Validated on construction (ValueError). NFE per step: :attr:`stages`.
     """
+
+    name: str
+    c: tuple[float, ...] = ()
+    weights: tuple[str, ...] = ()
+    order_deterministic: int = 1
+    order_weak: int = 1
+
+    def __post_init__(self):
+        c, w = tuple(float(v) for v in self.c), tuple(self.weights)
+        object.__setattr__(self, "c", c)
+        object.__setattr__(self, "weights", w)
+        where = f"exponential tableau {self.name!r}"
+        bounds = (0.0, *c, 1.0)
+        if not all(a < b for a, b in zip(bounds, bounds[1:])):
+            raise ValueError(f"{where}: stage fractions must satisfy 0 < c_1 < c_2 < ... < 1 (0 < r1 < r2 < 1), "
+                             f"got {c}")
+        if len(w) != len(c):
+            raise ValueError(f"{where}: needs one weight per corrected point (each stage after the first, then the "
+                             f"final point), i.e. {len(c)}, got {len(w)}")
+        if any(v not in WEIGHTS for v in w):
+            raise ValueError(f"{where}: unknown weight in {w}; expected one of {', '.join(WEIGHTS)}")
+        det, weak = self.order_deterministic, self.order_weak
+        if not all(isinstance(o, int) and not isinstance(o, bool) and o >= 1 for o in (det, weak)):
+            raise ValueError(f"{where}: orders must be positive integers, got deterministic {det!r}, weak {weak!r}")
+        top = attainable_order(c, w)
+        if det > top:
+            raise ValueError(f"{where}: declared deterministic order {det} exceeds the {top} its stages reach "
+                             "(order 3 needs two stages, the last at c = 2/3, and a 'taylor' final weight)")
+        if weak > min(det, 2):
+            raise ValueError(f"{where}: declared weak order {weak} exceeds min(deterministic order, 2) = "
+                             f"{min(det, 2)} (with noise the path is only Holder-1/2 in lambda)")
+
+    @property
+    def stages(self) -> int:
+        """Model evaluations per step (and standard normals drawn per step when eta > 0)."""
+        return len(self.c) + 1
+
+
+#: the named tableaux of SEEDS-k / ETD-ERK-k
+TABLEAUX = {t.name: t for t in (
+    ExponentialTableau("exp1", (), (), order_deterministic=1, order_weak=1),
+    ExponentialTableau("exp2", (1 / 2,), ("taylor",), order_deterministic=2, order_weak=2),
+    ExponentialTableau("exp2-phi1", (1 / 2,), ("phi1",), order_deterministic=2, order_weak=2),
+    ExponentialTableau("exp3", (1 / 3, 2 / 3), ("taylor", "taylor"), order_deterministic=3, order_weak=2),
+)}
+
+
+def exponential_tableau(order: int = 3, variant: str = "taylor", r1: float | None = None,
+                        r2: float | None = None) -> ExponentialTableau:
+    """The tableau of SEEDS-k / ETD-ERK-k (k = ``order``): a named one, or a validated one for chosen r1 / r2.
+
+    order 2: one stage at r1 (default 1/2), final weight ``variant``; order 3: stages at r1 < r2 (default 1/3,
+    2/3), "taylor" weights. A chosen tableau declares what its stages reach (:func:`attainable_order`: order 3
+    needs r2 = 2/3) and weak order min(that, 2).
+    """
+    if order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order}")
+    if variant not in WEIGHTS:
+        raise ValueError(f"variant must be 'taylor' or 'phi1', got {variant!r}")
+    if variant == "phi1" and order != 2:
+        raise ValueError(f"variant 'phi1' (DPM-Solver++(2S)) exists for order 2 only, got order {order}")
+    if r1 is None and (r2 is None or order < 3) or order == 1:
+        return TABLEAUX[f"exp{order}" + ("-phi1" if variant == "phi1" else "")]
+    c = (float(r1),) if order == 2 else (1 / 3 if r1 is None else float(r1), 2 / 3 if r2 is None else float(r2))
+    w = ("taylor",) * (len(c) - 1) + (variant,) if c else ()
+    det = attainable_order(c, w)
+    return ExponentialTableau(f"exp{order}{'-phi1' if variant == 'phi1' else ''}(c={', '.join(f'{v:g}' for v in c)})",
+                              c, w, order_deterministic=det, order_weak=min(det, 2))
+
+
+def _weight(kind: str, z: Tensor, data: bool) -> Tensor:
+    if kind == "taylor":
+        return phi2(z) if data else psi(z)
+    # why: phi1(z) / 2 and (e^z - 1) / 2 match phi2 / psi at leading order (z / 2) only: enough for second
+    # order at the final point; at an intermediate stage the O(h^3) state error it adds stays harmless
+    return (phi1(z) if data else torch.expm1(z)) / 2
+
+
+@torch.no_grad()
+def exponential_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, tableau: ExponentialTableau, *,
+                     eta: float = 0.0, prediction: str = "data", draw: Draw | None = None,
+                     s_noise: float = 1.0) -> tuple[Tensor, Tensor]:
+    """One step s -> t of ``tableau`` (module docstring): ETD-ERK at eta = 0 (no noise drawn), SEEDS at eta > 0.
+
+    ``draw(sigma_from, sigma_to)`` returns the standard normal of each sub-interval (``tableau.stages`` per step
+    when eta > 0). Returns (x_t, D(x_s)); costs ``tableau.stages`` NFE (1 when sigma_t = 0).
+    """
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    check_prediction(prediction)
+    if eta > 0 and draw is None:
+        raise ValueError("a stochastic step (eta > 0) needs a draw")
     sde = model.sde
     a_s, s_s, l_s = coefs(sde, t_s)
     a_t, s_t, l_t = coefs(sde, t_t)
-    D_s = model.denoised(x, t_s) if prediction == "data" else None
-    e_s = model.eps(x, t_s) if prediction == "noise" else None
-    if D_s is None:
-        D_s = (x - like(s_s, x) * e_s) / like(a_s, x)
+    data = prediction == "data"
+    F0 = model.denoised(x, t_s) if data else model.eps(x, t_s)
+    D_s = F0 if data else (x - like(s_s, x) * F0) / like(a_s, x)
     if bool((s_t == 0).all()):
         return like(a_t, x) * D_s, D_s
     h = l_t - l_s
-    if order == 1:
-        r = []
-    elif order == 2:
-        r = [0.5 if r1 is None else float(r1)]
-    else:
-        r = [1 / 3 if r1 is None else float(r1), 2 / 3 if r2 is None else float(r2)]
-
-    def at(c: float):
-        t_c = _stage_time(sde, l_s + c * h)
-        a_c, s_c, _ = coefs(sde, t_c)
-        return t_c, a_c, s_c
-
-    if prediction == "data":
-        def lin(a_c, s_c, c):  # the order-1 part to the point lambda_s + c h
-            return like(s_c / s_s, x) * x + like(a_c * phi1(c * h), x) * D_s
-
-        F = [D_s]
-        for k, c in enumerate(r):
-            t_c, a_c, s_c = at(c)
-            u = lin(a_c, s_c, c)
-            if k == 1:  # second stage of order 3: the Taylor order-2 formula at c
-                u = u + like(a_c * phi2(c * h) * (c / r[0]), x) * (F[1] - D_s)
-            F.append(model.denoised(u, t_c))
-        out = lin(a_t, s_t, 1.0)
-        if order == 2:
-            w = phi2(h) / r[0] if variant == "taylor" else phi1(h) / (2 * r[0])
-            out = out + like(a_t * w, x) * (F[1] - D_s)
-        elif order == 3:
-            out = out + like(a_t * phi2(h) / r[1], x) * (F[2] - D_s)
-        return out, D_s
-
-    def lin_e(a_c, s_c, c):
-        return like(a_c / a_s, x) * x - like(s_c * torch.expm1(c * h), x) * e_s
-
-    F = [e_s]
-    for k, c in enumerate(r):
-        t_c, a_c, s_c = at(c)
-        u = lin_e(a_c, s_c, c)
-        if k == 1:
-            u = u - like(s_c * psi(c * h) * (c / r[0]), x) * (F[1] - e_s)
-        F.append(model.eps(u, t_c))
-    out = lin_e(a_t, s_t, 1.0)
-    if order == 2:
-        w = psi(h) / r[0] if variant == "taylor" else torch.expm1(h) / (2 * r[0])
-        out = out - like(s_t * w, x) * (F[1] - e_s)
-    elif order == 3:
-        out = out - like(s_t * psi(h) / r[1], x) * (F[2] - e_s)
-    return out, D_s
+    nu = 1.0 + eta
+    points = tableau.c + (1.0,)
+    F = [F0]  # the prediction (D or eps) at s and at each stage evaluated so far
+    n = torch.zeros_like(x)  # unit-scale OU noise (data form) / y-space Brownian integral (noise form)
+    c_prev, sig_prev = 0.0, s_s / a_s
+    for k, c in enumerate(points):
+        final = k == len(tableau.c)
+        t_c = t_t if final else sde.t_from_log_snr(l_s + c * h)
+        a_c, s_c, _ = (a_t, s_t, l_t) if final else coefs(sde, t_c)
+        sig_c = s_c / a_c
+        if eta > 0:
+            # why: the stages must see one Brownian path, not fresh noise each: the noise at c continues the
+            # noise at the previous point (exact OU / Brownian transition), so the final point's noise is the
+            # exact n_t and each stage's D is evaluated on the same path the final point integrates along
+            xi = draw(sig_prev[0], sig_c[0]).to(x)
+            dh = (c - c_prev) * h
+            if data:
+                n = like(torch.exp(-eta * dh), x) * n + like(torch.sqrt(phi1(2 * eta * dh)), x) * xi
+            else:
+                n = n + like(sig_c * torch.sqrt(eta * torch.expm1(2 * dh)), x) * xi
+        if data:
+            u = like(s_c / s_s * torch.exp(-eta * c * h), x) * x + like(a_c * phi1(nu * c * h), x) * D_s
+        else:
+            u = like(a_c / a_s, x) * x - like(nu * s_c * torch.expm1(c * h), x) * F0
+        if k >= 1:  # correct with the latest stage: (F_k - F_0) / r estimates h F'
+            w = _weight(tableau.weights[k - 1], nu * c * h if data else c * h, data) * (c / points[k - 1])
+            u = u + like(a_c * w, x) * (F[k] - D_s) if data else u - like(nu * s_c * w, x) * (F[k] - F0)
+        if eta > 0:
+            u = u + like(s_noise * (s_c if data else a_c), x) * n
+        if final:
+            return u, D_s
+        F.append(model.denoised(u, t_c) if data else model.eps(u, t_c))
+        c_prev, sig_prev = c, sig_c
+    raise AssertionError("unreachable")
 
 
-def check_common(order: int | None = None, prediction: str = "data", variant: str = "taylor") -> None:
-    if order is not None and order not in (1, 2, 3):
-        raise ValueError(f"order must be 1, 2 or 3, got {order}")
-    if prediction not in ("data", "noise"):
-        raise ValueError(f"prediction must be 'data' or 'noise', got {prediction!r}")
-    if variant not in ("taylor", "phi1"):
-        raise ValueError(f"variant must be 'taylor' or 'phi1', got {variant!r}")
+@torch.no_grad()
+def exponential_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | None, tableau: ExponentialTableau, *,
+                       eta: float, steps: int = 20, grid: str | Tensor = "logsnr", t_end: float | None = None,
+                       prediction: str = "data", s_noise: float = 1.0, denoise: bool = False, progress: bool = False,
+                       callback: Callable[[dict], None] | None = None, draw: Draw | None = None,
+                       desc: str = "exponential") -> SampleResult:
+    """``steps`` steps of :func:`exponential_step` over a log-SNR (or other) grid; NFE = tableau.stages * steps
+    (+1 with ``denoise``). eta > 0 draws ``tableau.stages`` normals per sample and step from ``noise`` (or ``draw``)."""
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    check_prediction(prediction)
+    check_steps(steps)
+    g = make_grid(model.sde, steps, grid, t_end)
+    draw = draw or noise_draw(noise, eta > 0)
 
+    def step(x, i, t_s, t_t):
+        return exponential_step(model, x, t_s, t_t, tableau, eta=eta, prediction=prediction, draw=draw,
+                                s_noise=s_noise)
 
-def run_steps(model: ScoreModel, x: Tensor, grid: Tensor, step, *, denoise: bool, progress: bool, desc: str,
-              callback: Callable[[dict], None] | None = None, info: dict | None = None) -> SampleResult:
-    """Run ``step(x, i, t_s, t_t) -> (x, denoised)`` over the grid; optional final Tweedie denoise (one NFE)."""
-    start = model.nfe
-    with torch.no_grad(), progress_bar(len(grid) - 1, progress, desc) as bar:
-        for i in range(len(grid) - 1):
-            t_s, t_t = as_time(grid[i], x), as_time(grid[i + 1], x)
-            x_new, d = step(x, i, t_s, t_t)
-            if callback is not None:
-                callback({"x": x, "i": i, "sigma": model.sde.sigma_tilde(grid[i]),
-                          "sigma_hat": model.sde.sigma_tilde(grid[i]), "denoised": d})
-            x = x_new
-            bar.update()
-        if denoise and float(model.sde.sigma(grid[-1])) > 0:
-            x = model.denoised(x, as_time(grid[-1], x))
-    return SampleResult(x, model.nfe - start, info=dict(info or {}, grid=grid))
+    return run_steps(model, x, g, step, denoise=denoise, progress=progress, desc=desc, callback=callback,
+                     info={"order": tableau.stages, "tableau": tableau.name, "eta": eta, "prediction": prediction})
 
 
 def etd_erk(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, order: int = 3, steps: int = 20,
             grid: str | Tensor = "logsnr", t_end: float | None = None, prediction: str = "data",
             variant: str = "taylor", r1: float | None = None, r2: float | None = None, denoise: bool = False,
-            progress: bool = False, callback: Callable[[dict], None] | None = None) -> SampleResult:
+            progress: bool = False, callback: Callable[[dict], None] | None = None,
+            tableau: ExponentialTableau | None = None) -> SampleResult:
     """ETD-ERK of order 1-3 = DPM-Solver++ (data) / DPM-Solver (noise) singlestep (Lu et al. 2022a Alg. 1, 4, 5).
 
-    NFE = order * steps (+1 with ``denoise``; a step ending at sigma = 0 costs one). ``noise`` is unused.
+    ``tableau`` (else :func:`exponential_tableau` of order / variant / r1 / r2) sets the stages;
+    NFE = stages * steps (+1 with ``denoise``; a step ending at sigma = 0 costs one). ``noise`` is unused.
     """
-    check_common(order, prediction, variant)
-    check_steps(steps)
-    g = make_grid(model.sde, steps, grid, t_end)
-
-    def step(x, i, t_s, t_t):
-        return etd_erk_step(model, x, t_s, t_t, order=order, prediction=prediction, variant=variant, r1=r1, r2=r2)
-
-    return run_steps(model, x, g, step, denoise=denoise, progress=progress, desc=f"etd-erk{order}",
-                     callback=callback, info={"order": order, "prediction": prediction})
+    tab = tableau or exponential_tableau(order, variant, r1, r2)
+    return exponential_sample(model, x, None, tab, eta=0.0, steps=steps, grid=grid, t_end=t_end,
+                              prediction=prediction, denoise=denoise, progress=progress, callback=callback,
+                              desc=f"etd-erk{tab.stages}")
 
 
-def etd_erk_1(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, **kw) -> SampleResult:
-    """ETD-ERK order 1 = DPM-Solver++1 = DDIM (Lu et al. 2022b eq. 10)."""
-    return etd_erk(model, x, noise, order=1, **kw)
+def _etd(k: int, doc: str):
+    return fixed_order(etd_erk, k, f"etd_erk_{k}", doc, TABLEAUX[f"exp{k}"].order_deterministic)
 
 
-def etd_erk_2(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, **kw) -> SampleResult:
-    """ETD-ERK order 2 = DPM-Solver++(2S) (Lu et al. 2022b Alg. 1; "taylor" weight phi2 by default)."""
-    return etd_erk(model, x, noise, order=2, **kw)
+etd_erk_1 = _etd(1, "ETD-ERK order 1 = DPM-Solver++1 = DDIM (Lu et al. 2022b eq. 10).")
+etd_erk_2 = _etd(2, "ETD-ERK order 2 = DPM-Solver++(2S) (Lu et al. 2022b Alg. 1; \"taylor\" weight by default).")
+etd_erk_3 = _etd(3, "ETD-ERK order 3 = DPM-Solver++3 singlestep (Lu et al. 2022a Alg. 5 in data form).")
 
 
-def etd_erk_3(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, **kw) -> SampleResult:
-    """ETD-ERK order 3 = DPM-Solver++3 singlestep (Lu et al. 2022a Alg. 5 in data form)."""
-    return etd_erk(model, x, noise, order=3, **kw)
-
-
+@declare_orders(2)
+@torch.no_grad()
 def dpmpp_2m(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, steps: int = 20,
              grid: str | Tensor = "logsnr", t_end: float | None = None, denoise: bool = False, progress: bool = False,
              callback: Callable[[dict], None] | None = None) -> SampleResult:
-    """DPM-Solver++(2M) multistep (Lu et al. 2022b Alg. 2): one NFE per step, order 2 after an order-1 first step."""
+    """DPM-Solver++(2M) multistep (Lu et al. 2022b Alg. 2): one NFE per step, order 2 after an order-1 first step.
+
+    x_t = (sigma_t/sigma_s) x_s + alpha_t phi1(h) [(1 + 1/(2r)) D_s - D_prev / (2r)], r = h_prev / h.
+    """
     check_steps(steps)
     sde = model.sde
     g = make_grid(sde, steps, grid, t_end)
@@ -264,9 +314,13 @@ def dpmpp_2m(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, 
     return run_steps(model, x, g, step, denoise=denoise, progress=progress, desc="dpm++2m", callback=callback)
 
 
+@torch.no_grad()
 def ddim_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, xi: Tensor | None, eta: float = 0.0,
               s_noise: float = 1.0) -> tuple[Tensor, Tensor]:
-    """One DDIM(eta) step (Song, Meng & Ermon 2021 eq. 12) for any SDE; returns (x_t, D(x_s))."""
+    """One DDIM(eta) step (Song, Meng & Ermon 2021 eq. 12) for any SDE; returns (x_t, D(x_s)).
+
+    x_t = alpha_t D + sqrt(sigma_t^2 - c^2) eps_hat + c xi, c = eta sigma_t sqrt(1 - e^{-2h}) (their sigma_t(eta)).
+    """
     sde = model.sde
     a_s, s_s, l_s = coefs(sde, t_s)
     a_t, s_t, l_t = coefs(sde, t_t)
@@ -281,7 +335,9 @@ def ddim_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, xi: Tensor
     return out, D
 
 
-def ddim(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, steps: int = 50,
+@declare_orders(1, weak=1)
+@torch.no_grad()
+def ddim(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, steps: int = 20,
          grid: str | Tensor = "logsnr", eta: float = 0.0, s_noise: float = 1.0, t_end: float | None = None,
          denoise: bool = False, progress: bool = False, callback: Callable[[dict], None] | None = None,
          draw: Draw | None = None) -> SampleResult:
@@ -301,14 +357,3 @@ def ddim(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, step
 
     return run_steps(model, x, g, step, denoise=denoise, progress=progress, desc="ddim", callback=callback,
                      info={"eta": eta})
-
-
-def noise_draw(noise: NoiseSource | None, needed: bool) -> Draw:
-    """A :data:`Draw` taking the next per-sample draw of a NoiseSource (its interval arguments unused)."""
-    if needed and noise is None:
-        raise ValueError("a stochastic sampler (eta > 0) needs a NoiseSource")
-
-    def draw(sigma_from: Tensor, sigma_to: Tensor) -> Tensor:
-        return noise.draw()
-
-    return draw

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..parameterization import DenoiserModel
 from ..sde import SDE
+from .base import progress_from_disable
 from .edm import edm_heun
 from .exponential import ddim, dpmpp_2m, etd_erk
 from .seeds import seeds
@@ -75,7 +76,7 @@ def _draw(x: Tensor, noise_sampler: Callable[[Tensor, Tensor], Tensor] | None):
 
 
 def _kw(callback, disable) -> dict[str, Any]:
-    return {"callback": callback, "progress": disable is False}
+    return {"callback": callback, "progress": progress_from_disable(disable)}
 
 
 def _seeds(order):
