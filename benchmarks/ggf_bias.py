@@ -60,7 +60,7 @@ def run_ggf(model, num, seed, **kw):
 def run_em(model, num, seed, steps):
     x, noise = start(model.sde, num, seed)
     t0 = time.perf_counter()
-    res = pc_sample(model, x, noise, steps=steps, predictor=euler_maruyama, corrector=None, denoise=False)
+    res = pc_sample(model, x, noise, steps=steps, predictor=euler_maruyama, corrector=None, final_mean=False)
     out = model.denoised(res.samples, model.sde.t_end)  # the same Tweedie step GGF ends with
     wall = time.perf_counter() - t0
     return out, {"nfe": res.nfe + 1, "nfe_mean": float(res.nfe + 1), "reject": 0.0, "wall": wall}

@@ -11,7 +11,7 @@ from scoresde.brownian import NoiseSource, SampleStreams
 from scoresde.parameterization import DenoiserModel, ScoreModel, to_denoiser
 from scoresde.quality import mixture_report
 from scoresde.samplers.adaptive import error_norm, ggf_sample, sample_ggf
-from scoresde.samplers.controller import GGFController, PIDController
+from scoresde.samplers.controller import ControllerState, GGFController, PIDController
 
 F64 = torch.float64
 SDES = {"ve": s.VESDE, "vp": s.VPSDE, "subvp": s.SubVPSDE}
@@ -29,42 +29,59 @@ def _start(sde, n, shape, seed=0, indices=None):
 # ---- controllers ------------------------------------------------------------------------------
 def test_ggf_controller_accept_reject_and_next_step():
     c = GGFController(h_min=1e-4)
+    st = c.init(5)
+    assert st == ControllerState(1e-4, None)
     err, h, rem = _t(0.5, 1.0, 2.0, 0.0, float("nan")), _t(0.1, 0.1, 0.1, 0.1, 0.1), _t(1, 1, 1, 1, 1)
-    acc, h_new = c.propose(err, h, rem)
+    acc, h_new, st = c.propose(st, err, h, rem)
     assert acc.tolist() == [True, True, False, True, False]
     torch.testing.assert_close(h_new[:3], 0.9 * 0.1 * _t(0.5, 1.0, 2.0) ** -0.9, rtol=1e-14, atol=0)
     # E = 0: factor unbounded, clipped to the time left after the accepted step
     assert float(h_new[3]) == pytest.approx(0.9)
     assert float(h_new[4]) == pytest.approx(1e-4)  # nan -> rejected, h falls to the floor
     # never past eps: the next step is at most the time left; a finished sample gets h = 0
-    acc, h_new = c.propose(_t(0.1, 0.1, 3.0), _t(0.05, 0.2, 0.2), _t(0.06, 0.2, 0.2))
+    acc, h_new, _ = c.propose(c.init(3), _t(0.1, 0.1, 3.0), _t(0.05, 0.2, 0.2), _t(0.06, 0.2, 0.2))
     assert acc.tolist() == [True, True, False]
     assert float(h_new[0]) == pytest.approx(0.01, abs=1e-15) and float(h_new[1]) == 0.0
     assert float(h_new[2]) == pytest.approx(0.9 * 0.2 * 3.0**-0.9)
     # at the floor a step is accepted whatever its error (no stall), and h stays >= h_min
-    acc, h_new = c.propose(_t(1e6, 1e6), _t(1e-4, 2e-4), _t(1.0, 1.0))
+    acc, h_new, _ = c.propose(c.init(2), _t(1e6, 1e6), _t(1e-4, 2e-4), _t(1.0, 1.0))
     assert acc.tolist() == [True, False] and torch.all(h_new >= 1e-4)
+    # a run's floor is passed to init (the larger of the two wins), never written onto the controller
+    st = c.init(2, h_min=1e-3)
+    assert st.h_min == 1e-3 and c.h_min == 1e-4 and c.init(2, h_min=1e-6).h_min == 1e-4
+    acc, h_new, _ = c.propose(st, _t(1e6, 1e6), _t(1e-3, 2e-3), _t(1.0, 1.0))
+    assert acc.tolist() == [True, False] and torch.all(h_new >= 1e-3)
 
 
 def test_pid_controller_formula_and_history():
     # pure I controller = GGF's rule with theta = safety, r = 1/order
     pid, ggf = PIDController(order=1 / 0.9, factormin=1e-6, factormax=1e6), GGFController()
-    pid.reset(3)
     err, h, rem = _t(0.3, 0.8, 1.5), _t(0.01, 0.01, 0.01), _t(1, 1, 1)
-    a1, h1 = pid.propose(err, h, rem)
-    a2, h2 = ggf.propose(err, h, rem)
+    a1, h1, _ = pid.propose(pid.init(3), err, h, rem)
+    a2, h2, _ = ggf.propose(ggf.init(3), err, h, rem)
     assert torch.equal(a1, a2)
     torch.testing.assert_close(h1, h2, rtol=1e-12, atol=0)
     # full PID: factor = safety E_n^(-b1/k) E_(n-1)^(-b2/k) E_(n-2)^(-b3/k) over accepted errors
     p, i, d, k = 0.2, 0.4, 0.1, 2.0
     pid = PIDController(pcoeff=p, icoeff=i, dcoeff=d, order=k, factormin=1e-3, factormax=1e3)
-    pid.reset(1)
+    st = pid.init(1)
     one, rem1 = _t(1.0), _t(10.0)
     errs = [0.5, 0.25, 2.0, 0.8]  # the third is rejected and must not enter the history
-    hs = []
+    hs, states = [], [st]
     for e in errs:
-        _, hn = pid.propose(_t(e), one * 0.01, rem1, torch.tensor([0]))
+        _, hn, st = pid.propose(st, _t(e), one * 0.01, rem1, torch.tensor([0]))
         hs.append(float(hn) / 0.01)
+        states.append(st)
+    # the history lives in the states, each left as it was: the first is still all ones
+    assert torch.equal(states[0].history, torch.ones(1, 2, dtype=F64))
+    torch.testing.assert_close(states[2].history, _t(0.25, 0.5)[None], rtol=0, atol=0)
+    assert torch.equal(states[3].history, states[2].history)  # the rejection left it as it was
+    assert not hasattr(pid, "_prev")
+    # replaying from an earlier state gives the same step: nothing was kept on the controller
+    _, hn, _ = pid.propose(states[1], _t(0.25), one * 0.01, rem1, torch.tensor([0]))
+    assert float(hn) / 0.01 == hs[1]
+    with pytest.raises(ValueError, match="init"):
+        pid.propose(pid.init(1), _t(0.5, 0.5), _t(0.01, 0.01), _t(1.0, 1.0), torch.tensor([0, 1]))
     b1, b2, b3 = p + i + d, -(p + 2 * d), d
     assert hs[0] == pytest.approx(0.9 * 0.5 ** (-b1 / k))
     assert hs[1] == pytest.approx(0.9 * 0.25 ** (-b1 / k) * 0.5 ** (-b2 / k))
@@ -83,14 +100,17 @@ def test_error_norms():
 
 # ---- the solver -------------------------------------------------------------------------------
 class Recorder:
+    """Records the batch after each attempt (x_next, t_next) and, separately, the callback_state keys."""
+
     def __init__(self):
-        self.t, self.rows, self.x, self.errors = [], [], [], []
+        self.t, self.rows, self.x, self.errors, self.states = [], [], [], [], []
 
     def __call__(self, state):
-        self.t.append(state["t"].clone())
+        self.t.append(state["t_next"].clone())
         self.rows.append(state["rows"].clone())
-        self.x.append(state["x"].clone())
+        self.x.append(state["x_next"].clone())
         self.errors.append(state["error"].clone())
+        self.states.append({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()})
 
 
 @pytest.mark.parametrize("sde_name", list(SDES))
@@ -111,6 +131,16 @@ def test_never_past_eps_and_finished_samples_stay_finished(sde_name):
     finish = (ts <= sde.t_end).double().argmax(0)
     assert finish.unique().numel() > 1
     assert torch.equal(res.samples, rec.x[-1])
+    # the standard callback keys: attempt i, x and t before it (= the batch after attempt i - 1), sigma at t
+    st = rec.states
+    assert [d["i"] for d in st] == list(range(res.info["iterations"]))
+    assert torch.equal(st[0]["x"], x) and torch.all(st[0]["t"] == sde.T)
+    for i in range(1, len(st)):
+        assert torch.equal(st[i]["x"], rec.x[i - 1]) and torch.equal(st[i]["t"], rec.t[i - 1])
+    for d in st:
+        assert d["denoised"] is None and torch.equal(d["sigma"], sde.sigma_tilde(d["t"]))
+        assert torch.equal(d["sigma_hat"], d["sigma"])
+        assert {"h", "accepted", "rows", "error", "x_next", "t_next"} <= set(d)
 
 
 class CountingModel(ScoreModel):
@@ -282,14 +312,30 @@ def test_k_diffusion_entry_point():
     n = 1000
     x = 20.0 * torch.randn(n, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     sigmas = torch.tensor([20.0, 5.0, 1.0, 0.1, 0.01, 0.0], dtype=F64)
-    seen = []
-    out = sample_ggf(denoiser, x, sigmas, seed=7, rtol=0.02, disable=True, callback=lambda d: seen.append(d["sigma"]))
-    # the wiring: GGF over VE(sigma_min=0.01, sigma_max=20) from t = 1 to 0, Brownian side stream 1 of seed 7
     ve = s.VESDE(sigma_min=0.01, sigma_max=20.0, t_end=0.0)
-    ref = ggf_sample(DenoiserModel(denoiser, ve), x, SampleStreams(7, (2,), n, stream=1, dtype=F64), rtol=0.02)
+    seen, states = [], []
+
+    def cb(d):
+        seen.append(ve.sigma(d["t_next"]))
+        states.append(d)
+
+    out = sample_ggf(denoiser, x, sigmas, seed=7, rtol=0.02, disable=True, callback=cb)
+    # the wiring: GGF over VE(sigma_min=0.01, sigma_max=20) from t = 1 to 0, Brownian side stream 1 of seed 7
+    ref_states = []
+    ref = ggf_sample(DenoiserModel(denoiser, ve), x, SampleStreams(7, (2,), n, stream=1, dtype=F64), rtol=0.02,
+                     callback=ref_states.append)
     assert torch.equal(out, ref.samples)
+    # after each attempt the noise levels reached lie in [sigma_min, sigma_max), the last at sigma_min
     assert float(torch.stack(seen).min()) == pytest.approx(0.01, rel=1e-12)
     assert float(torch.stack(seen).max()) < 20.0
+    # the callback gets ggf_sample's keys passed through: the standard ones (x and its sigma before the attempt)
+    assert len(states) == len(ref_states) and [d["i"] for d in states] == list(range(len(states)))
+    assert torch.equal(states[0]["x"], x) and torch.allclose(states[0]["sigma"], torch.full((n,), 20.0, dtype=F64),
+                                                              rtol=1e-12, atol=0)
+    for d, r in zip(states, ref_states):
+        assert set(d) == set(r) and {"x", "i", "t", "sigma", "sigma_hat", "denoised"} <= set(d)
+        assert d["denoised"] is None and torch.equal(d["sigma_hat"], d["sigma"])
+        assert torch.equal(d["x"], r["x"]) and torch.equal(d["sigma"], r["sigma"])
     # extra_args reach the denoiser
     out2 = sample_ggf(lambda v, sg, gain: gain * denoiser(v, sg), x, sigmas, extra_args={"gain": 1.0}, seed=7,
                       rtol=0.02, disable=True)
@@ -300,3 +346,36 @@ def test_k_diffusion_entry_point():
     assert torch.all((out.var(0) / var_d - 1).abs() < 0.15)
     with pytest.raises(ValueError, match="sigma_min"):
         sample_ggf(denoiser, x, None, disable=True)
+
+
+def test_a_run_leaves_its_controller_as_it_was():
+    """The controller's state lives in the run (init / propose): a run writes nothing onto the controller,
+    so one controller serves runs of any batch size and floor with the same result as a fresh one."""
+    sde = s.VPSDE()
+    model = s.ExactScoreModel(s.load_problem("gmm2"), sde)
+    for make in (lambda: GGFController(h_min=1e-6, factor_max=10.0), lambda: PIDController(order=2.0, h_min=1e-6)):
+        shared = make()
+        before = dict(vars(shared))
+        outs = []
+        for n, h_min in ((6, 0.05), (3, None), (6, 0.05)):
+            steps = []
+
+            def rec(d):
+                ok = d["accepted"]
+                steps.append((d["t"][d["rows"][ok]] - d["t_next"][d["rows"][ok]], d["t_next"][d["rows"][ok]]))
+
+            x, noise = _start(sde, n, (2,), seed=3)
+            res = ggf_sample(model, x, noise, rtol=0.05, controller=shared, h_min=h_min, denoise=False, callback=rec)
+            x, noise = _start(sde, n, (2,), seed=3)
+            fresh = ggf_sample(model, x, noise, rtol=0.05, controller=make(), h_min=h_min, denoise=False)
+            assert torch.equal(res.samples, fresh.samples) and res.info["iterations"] == fresh.info["iterations"]
+            assert vars(shared).keys() == before.keys()
+            assert all(vars(shared)[k] == v for k, v in before.items())  # h_min not raised to the run's floor
+            # the run's floor holds: no accepted step is shorter than h_min, save a last one ending on t_end
+            h = torch.cat([a for a, _ in steps])
+            end = torch.cat([b for _, b in steps]) == sde.t_end
+            floor = 1e-6 if h_min is None else h_min
+            assert torch.all((h >= floor * (1 - 1e-9)) | end)
+            outs.append((res, float(h[~end].min())))
+        assert outs[1][1] < 0.05  # without the floor, shorter steps occur
+        assert torch.equal(outs[0][0].samples, outs[2][0].samples)

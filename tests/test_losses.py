@@ -61,3 +61,12 @@ def test_loss_minimiser_is_the_true_score(case):
     after = _eps_error(model, [0.05, 0.2, 0.5, 0.9])
     assert sum(losses[-50:]) < sum(losses[:50])  # the loss goes down
     assert after < 0.05 and after < 0.2 * before, (before, after)
+
+
+@pytest.mark.parametrize("loss", [smld_loss, ddpm_loss])
+def test_discrete_losses_need_a_discrete_form(loss):
+    """sub-VP has no discrete chain: the discrete losses say so (no AttributeError)."""
+    model = NetworkModel(MLP(2, width=8, depth=1).double(), s.SubVPSDE(), "eps", scaled_time(999))
+    x0 = PROB.sample(4)
+    with pytest.raises(TypeError, match="discrete form"):
+        loss(model, x0, *draw(x0, torch.Generator().manual_seed(0)))

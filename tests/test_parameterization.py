@@ -212,3 +212,48 @@ def test_to_denoiser_is_the_ve_space_posterior_mean(sde):
     # a scalar sigma is broadcast over the batch
     torch.testing.assert_close(D(x, float(s[2])), MIX.denoised(x, torch.ones(6, dtype=F64), s[2].expand(6)),
                                rtol=1e-8, atol=1e-10)
+
+
+# ---- NFE: counted in ScoreModel, once per call, nowhere else ------------------------------------
+
+def test_nfe_is_counted_in_score_model_only(sde):
+    """The library's models supply predictions (predict / predict_for) and never count themselves;
+    every score / denoised / eps call is exactly one NFE whatever kind the model answers in."""
+    from scoresde.parameterization import ScoreModel
+
+    for cls in (NetworkModel, DenoiserModel, ExactScoreModel):
+        for name in ("output", "score", "denoised", "eps"):
+            assert name not in vars(cls), (cls.__name__, name)
+
+    class Both(ScoreModel):
+        """Answers data requests with a closed-form denoiser, the rest from its score."""
+
+        def __init__(self, sde):
+            super().__init__(sde, "score")
+            self.kinds = []
+
+        def predict(self, x, t):
+            self.kinds.append("score")
+            return MIX.score(x, *self.sde.marginal(t))
+
+        def predict_for(self, x, t, kind):
+            if kind == "data":
+                self.kinds.append("data")
+                return MIX.denoised(x, *self.sde.marginal(t)), "data"
+            return super().predict_for(x, t, kind)
+
+    model = Both(sde)
+    x = torch.randn(5, 2, dtype=F64, generator=_gen(3))
+    t = torch.tensor([0.05, 0.2, 0.4, 0.6, 0.9], dtype=F64)
+    alpha, sigma = sde.marginal(t)
+    torch.testing.assert_close(model.denoised(x, t), MIX.denoised(x, alpha, sigma), rtol=0, atol=0)
+    torch.testing.assert_close(model.eps(x, t), -sigma[:, None] * MIX.score(x, alpha, sigma), rtol=1e-12, atol=1e-14)
+    model.score(x, t)
+    assert model.kinds == ["data", "score", "score"] and model.nfe == 3
+
+
+def test_discrete_index_needs_a_step_count():
+    from scoresde.sde import SigmaSDE
+
+    with pytest.raises(TypeError, match="N discretisation steps"):
+        discrete_index(torch.tensor([0.5], dtype=F64), SigmaSDE(80.0))

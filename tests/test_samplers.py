@@ -10,9 +10,12 @@ import torch
 import scoresde as s
 from scoresde.brownian import NoiseSource
 from scoresde.quality import mixture_report
+from scoresde.parameterization import NetworkModel
 from scoresde.samplers import (ancestral_sampling, annealed_langevin, euler_maruyama, langevin, ode_sample,
                                pc_sample, reverse_diffusion, sample)
+from scoresde.samplers.pc import default_snr
 from scoresde.schedules import uniform_time
+from scoresde.sde import SigmaSDE
 
 SDES = {"ve": s.VESDE, "vp": s.VPSDE, "subvp": s.SubVPSDE}
 F64 = torch.float64
@@ -76,7 +79,7 @@ def test_em_moment_propagation_matches_monte_carlo(sde_name):
     n = 40000
     noise = NoiseSource(3, (1,), n, dtype=F64)
     x = aT * 0.7 + math.sqrt(aT**2 * 0.09 + sT**2) * noise.draw()
-    res = pc_sample(model, x, noise, grid=grid, predictor=euler_maruyama, corrector=None, denoise=False)
+    res = pc_sample(model, x, noise, grid=grid, predictor=euler_maruyama, corrector=None, final_mean=False)
     xs = res.samples[:, 0]
     assert abs(float(xs.mean()) - m) < 4 * math.sqrt(v / n)
     assert abs(float(xs.var()) / v - 1) < 4 * math.sqrt(2 / n)
@@ -249,3 +252,171 @@ def test_langevin_corrector_beats_predictor_alone():
     spread_err = {k: float((r.spread_ratio - 1).abs().max()) for k, r in reps.items()}
     assert spread_err["pc"] < 0.5 * spread_err["p"], spread_err
     assert w_err["pc"] < w_err["p"], w_err
+
+
+# ---- the Langevin corrector's step size (Song et al. Algorithm 5) ------------------------------------------
+@pytest.mark.parametrize("sde_name", ["ve", "vp"])
+def test_langevin_step_is_algorithm_5(sde_name):
+    """One corrector step against the hand-computed Algorithm 5: eps = 2 alpha_i (r ||z|| / ||s||)^2 with the
+    norms averaged over the batch (score_sde_pytorch), x_mean = x + eps s, x = x_mean + sqrt(2 eps) z."""
+    sde = SDES[sde_name]()
+    prob = s.Gaussian([0.3, -0.2, 0.1], [0.5, 0.2, 0.8])
+    model = s.ExactScoreModel(prob, sde)
+    g = torch.Generator().manual_seed(0)
+    x = 2.0 * torch.randn(6, 3, generator=g, dtype=F64)
+    z = torch.randn(6, 3, generator=g, dtype=F64)
+    t, snr = 0.4, 0.16
+    out, mean = langevin(model, x, torch.full((6,), t, dtype=F64), z, snr)
+    # the exact score and alpha_i by hand (VE: 1; VP: 1 - beta(t) / N)
+    alpha_t, sigma_t = (float(v) for v in sde.marginal(t))
+    var = alpha_t**2 * torch.tensor([0.5, 0.2, 0.8], dtype=F64) ** 2 + sigma_t**2
+    score = -(x - alpha_t * torch.tensor([0.3, -0.2, 0.1], dtype=F64)) / var
+    alpha_i = 1.0 if sde_name == "ve" else 1 - (0.1 + t * (20.0 - 0.1)) / 1000
+    ratio = float(z.norm(dim=1).mean()) / float(score.norm(dim=1).mean())
+    eps = 2 * alpha_i * (snr * ratio) ** 2
+    torch.testing.assert_close(mean, x + eps * score, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out - mean, math.sqrt(2 * eps) * z, rtol=1e-12, atol=1e-14)
+    assert model.nfe == 1
+
+
+def test_annealed_langevin_step_is_per_sample():
+    """Annealed Langevin (Song & Ermon 2019): eps = 2 alpha_i (r sigma_t)^2 per sample, whatever the batch."""
+    sde = s.VPSDE()
+    prob = s.Gaussian([0.3, -0.2], [0.5, 0.2])
+    model = s.ExactScoreModel(prob, sde)
+    g = torch.Generator().manual_seed(1)
+    x, z = torch.randn(4, 2, generator=g, dtype=F64), torch.randn(4, 2, generator=g, dtype=F64)
+    t = torch.tensor([0.1, 0.3, 0.6, 0.9], dtype=F64)
+    out, mean = annealed_langevin(model, x, t, z, 0.05)
+    alpha, sigma = sde.marginal(t)
+    eps = 2 * (1 - (0.1 + t * 19.9) / 1000) * (0.05 * sigma) ** 2
+    score = prob.score(x, alpha, sigma)
+    torch.testing.assert_close(mean, x + eps[:, None] * score, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(out - mean, torch.sqrt(2 * eps)[:, None] * z, rtol=1e-12, atol=1e-14)
+
+
+# ---- the sampler contract (samplers/base.py) for PC and the ODE ---------------------------------------------
+def _net_model(sde):
+    """A network model whose parameters require grad (as a trained net's do)."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2).double()
+
+    def fn(x, c):
+        return net(torch.cat([x, c[:, None].to(x.dtype)], 1))
+
+    return NetworkModel(fn, sde, "eps"), net
+
+
+@pytest.mark.parametrize("sampler,kw", [(pc_sample, dict(steps=5)), (pc_sample, dict(steps=5, denoise=True)),
+                                        (ode_sample, dict(method="euler", steps=5)),
+                                        (ode_sample, dict(method="dopri5", rtol=1e-3, atol=1e-3, denoise=True))])
+def test_samplers_keep_no_autograd_history(sampler, kw):
+    """Called directly (not through sample()), a sampler runs under no_grad: no graph on the output."""
+    model, net = _net_model(s.VPSDE())
+    assert all(p.requires_grad for p in net.parameters())
+    noise = NoiseSource(0, (2,), 4, dtype=F64)
+    out = sampler(model, noise.draw(), noise, **kw).samples
+    assert out.grad_fn is None and not out.requires_grad
+
+
+def test_pc_final_mean_and_denoise():
+    """final_mean (default) is the last step's mean, no NFE; denoise is one Tweedie step D(x, t_end), one NFE."""
+    sde = s.VPSDE()
+    model = s.ExactScoreModel(s.load_problem("gmm8"), sde)
+    kw = dict(steps=6, predictor=reverse_diffusion, corrector=langevin)
+
+    def run(**k):
+        noise = NoiseSource(2, (2,), 5, dtype=F64)
+        return pc_sample(model, noise.draw(), noise, **kw, **k)
+
+    default, mean, noisy = run(), run(final_mean=True), run(final_mean=False)
+    assert torch.equal(default.samples, mean.samples) and default.nfe == mean.nfe == noisy.nfe == 12
+    assert (mean.samples - noisy.samples).abs().min() > 0
+    t_end = torch.full((5,), sde.t_end, dtype=F64)
+    tweedie = run(final_mean=False, denoise=True)
+    assert tweedie.nfe == 13
+    torch.testing.assert_close(tweedie.samples, model.denoised(noisy.samples, t_end), rtol=0, atol=0)
+    both = run(denoise=True)  # the Tweedie step applies to whichever end state is returned
+    assert both.nfe == 13
+    torch.testing.assert_close(both.samples, model.denoised(mean.samples, t_end), rtol=0, atol=0)
+
+
+def test_pc_callback_and_progress(capsys):
+    """callback(state) after every predictor step: step i, x and t before it, sigma at t, denoised None."""
+    sde = s.VESDE()
+    model = s.ExactScoreModel(s.load_problem("gmm8"), sde)
+    grid = uniform_time(sde, 5)
+    seen = []
+    noise = NoiseSource(0, (2,), 3, dtype=F64)
+    x = noise.draw()
+    res = pc_sample(model, x, noise, grid=grid, final_mean=False, callback=seen.append, progress=True)
+    assert "pc" in capsys.readouterr().err
+    assert [d["i"] for d in seen] == list(range(5))
+    assert torch.equal(seen[0]["x"], x)
+    for i, d in enumerate(seen):
+        assert torch.equal(d["t"], grid[i].expand(3)) and torch.equal(d["t_next"], grid[i + 1].expand(3))
+        assert torch.equal(d["sigma"], sde.sigma(d["t"])) and torch.equal(d["sigma_hat"], d["sigma"])
+        assert d["denoised"] is None
+    noise = NoiseSource(0, (2,), 3, dtype=F64)
+    ref = pc_sample(model, noise.draw(), noise, grid=grid, final_mean=False)
+    assert torch.equal(ref.samples, res.samples)  # neither the callback nor the bar changes the result
+    for k in range(1, 5):  # the state before step k is what the first k steps give
+        noise = NoiseSource(0, (2,), 3, dtype=F64)
+        part = pc_sample(model, noise.draw(), noise, grid=grid[: k + 1], final_mean=False)
+        assert torch.equal(seen[k]["x"], part.samples)
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_pc_default_snr_is_the_cli_rule(sde_name):
+    """snr=None: 0.16 for VE, 0.01 for VP / sub-VP (score_sde_pytorch's configs, the CLI's rule)."""
+    sde = SDES[sde_name]()
+    want = 0.16 if sde_name == "ve" else 0.01
+    assert default_snr(sde) == want
+    model = s.ExactScoreModel(s.load_problem("gmm8"), sde)
+
+    def run(**k):
+        noise = NoiseSource(1, (2,), 4, dtype=F64)
+        return pc_sample(model, noise.draw(), noise, steps=5, **k).samples
+
+    assert torch.equal(run(), run(snr=want))
+    assert not torch.equal(run(), run(snr=0.16 if want == 0.01 else 0.01))
+    assert default_snr(SigmaSDE(80.0, 0.002)) == 0.16  # k-diffusion's sigma SDE is a VE
+
+
+@pytest.mark.parametrize("method", ["euler", "heun", "rk4"])
+def test_ode_fixed_step_callback_and_progress(method, capsys):
+    sde = s.VPSDE()
+    model = s.ExactScoreModel(s.load_problem("gmm8"), sde)
+    x = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    grid = uniform_time(sde, 6)
+    seen = []
+    res = ode_sample(model, x, method=method, grid=grid, callback=seen.append, progress=True)
+    assert "ode" in capsys.readouterr().err
+    assert torch.equal(res.samples, ode_sample(model, x, method=method, grid=grid).samples)
+    assert [d["i"] for d in seen] == list(range(6)) and torch.equal(seen[0]["x"], x)
+    for i, d in enumerate(seen):
+        assert torch.equal(d["t"], grid[i].expand(4)) and torch.equal(d["t_next"], grid[i + 1].expand(4))
+        assert torch.equal(d["sigma"], sde.sigma_tilde(d["t"])) and d["denoised"] is None
+        if i:  # x before step i is the result of steps 0..i-1
+            torch.testing.assert_close(d["x"], ode_sample(model, x, method=method, grid=grid[: i + 1]).samples,
+                                       rtol=0, atol=0)
+
+
+def test_ode_dopri5_callback_reports_every_attempt():
+    """dopri5: one callback per attempt (torchdiffeq's accept / reject callbacks); the accepted steps tile [t_end, T]."""
+    sde = s.VPSDE()
+    model = s.ExactScoreModel(s.load_problem("gmm8"), sde)
+    x = sde.prior_sample(torch.randn(8, 2, dtype=F64, generator=torch.Generator().manual_seed(0)))
+    seen = []
+    res = ode_sample(model, x, rtol=1e-4, atol=1e-4, callback=seen.append)
+    assert torch.equal(res.samples, ode_sample(model, x, rtol=1e-4, atol=1e-4).samples)
+    assert [d["i"] for d in seen] == list(range(len(seen)))
+    acc = [d for d in seen if d["accepted"]]
+    assert len(acc) < len(seen)  # this run has rejections: they are reported too
+    assert res.nfe == 6 * len(seen) + 1  # dopri5: the first evaluation, then 6 an attempt (FSAL)
+    t = [float(d["t"][0]) for d in acc]
+    assert t[0] == sde.T and all(a > b for a, b in zip(t, t[1:]))
+    for a, b in zip(acc, acc[1:]):
+        assert float(a["t"][0]) - a["h"] == pytest.approx(float(b["t"][0]), rel=1e-12)
+    assert float(acc[-1]["t"][0]) - acc[-1]["h"] == pytest.approx(sde.t_end, abs=1e-12)
+    assert torch.equal(seen[0]["x"], x) and all(d["denoised"] is None for d in seen)

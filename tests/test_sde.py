@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde.sde import DDPMChain, SMLDChain, SubVPSDE, VESDE, VPSDE
+from scoresde.sde import (SDE, BetaSDE, DDPMChain, DiscreteForm, Discretized, SigmaSDE, SMLDChain, SubVPSDE,
+                          VESDE, VPSDE)
 
 F64 = torch.float64
 
@@ -342,8 +343,47 @@ def test_vp_discrete_form():
     chain = VPSDE(0.1, 20.0, N=200).discrete()
     assert chain == DDPMChain(0.1, 20.0, 200)
     assert VESDE(0.01, 50.0, N=100).discrete() == SMLDChain(0.01, 50.0, 100)
-    with pytest.raises(NotImplementedError):
-        SubVPSDE().discrete()
+    # sub-VP has no discrete form: no discrete() at all (not one that raises)
+    assert not isinstance(SubVPSDE(), DiscreteForm) and not hasattr(SubVPSDE(), "discrete")
+
+
+def test_discrete_notions_are_not_part_of_the_continuous_sde():
+    """N, discretize, corrector_alpha and discrete live in the Discretized / DiscreteForm mixins, not on SDE."""
+    for name in ("N", "discretize", "corrector_alpha", "discrete"):
+        assert not hasattr(SDE, name), name
+        assert not hasattr(SigmaSDE(80.0, 0.002), name), name
+    assert isinstance(VESDE(), DiscreteForm) and isinstance(VPSDE(), DiscreteForm)
+    assert isinstance(SubVPSDE(), Discretized)
+    # N stays an argument (positional, as config.py passes sde.N) of every SDE with a discretisation
+    assert VESDE(0.01, 50.0, 123).N == VPSDE(0.1, 20.0, 123).N == SubVPSDE(0.1, 20.0, 123).N == 123
+
+
+def test_vp_and_subvp_share_a_parent_and_subvp_undoes_nothing():
+    """sub-VP is not a VP: both are BetaSDEs (beta schedule, alpha_t, drift), each with its own sigma and g."""
+    vp, sub = VPSDE(0.2, 15.0), SubVPSDE(0.2, 15.0)
+    assert isinstance(vp, BetaSDE) and isinstance(sub, BetaSDE) and not isinstance(sub, VPSDE)
+    t = _times(9)
+    for name in ("beta", "log_alpha", "drift_coef", "corrector_alpha"):
+        torch.testing.assert_close(getattr(sub, name)(t), getattr(vp, name)(t), rtol=0, atol=0)
+    # the shared parts are defined once, on BetaSDE; sub-VP overrides no discrete step of VP's
+    for name in ("beta", "log_alpha", "drift_coef", "corrector_alpha"):
+        assert name not in vars(VPSDE) and name not in vars(SubVPSDE), name
+    assert "discretize" not in vars(SubVPSDE) and "discrete" not in vars(SubVPSDE)
+
+
+def test_sigma_sde():
+    """k-diffusion's SDE (t = sigma): alpha = 1, sigma_t = t, g^2 = d sigma^2 / dt = 2 t, on [sigma_min, sigma_max]."""
+    from scoresde.samplers import kdiffusion
+
+    assert kdiffusion.SigmaSDE is SigmaSDE
+    sde = SigmaSDE(80.0, 0.002)
+    assert (sde.T, sde.t_end, sde.prior_std) == (80.0, 0.002, 80.0)
+    t = torch.tensor([0.002, 0.5, 3.0, 80.0], dtype=F64)
+    alpha, sigma = sde.marginal(t)
+    assert torch.equal(alpha, torch.ones_like(t)) and torch.equal(sigma, t)
+    torch.testing.assert_close(sde.diffusion(t) ** 2, 2 * t, rtol=1e-15, atol=0)
+    assert torch.equal(sde.drift_coef(t), torch.zeros_like(t))
+    torch.testing.assert_close(sde.t_from_sigma_tilde(sde.sigma_tilde(t)), t, rtol=0, atol=0)
 
 
 def test_smld_chain_marginal_equals_ve_marginal():

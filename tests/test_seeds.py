@@ -40,7 +40,7 @@ def test_seeds1_is_the_ancestral_step(sde_name, grid):
     _, n2 = _prior(model, 8, 3)
     _, n3 = _prior(model, 8, 3)
     a = seeds(model, x, n1, order=1, grid=g, eta=1.0).samples
-    b = pc_sample(model, x, n2, grid=g, predictor=ancestral_sampling, corrector=None, denoise=False).samples
+    b = pc_sample(model, x, n2, grid=g, predictor=ancestral_sampling, corrector=None, final_mean=False).samples
     c = ddim(model, x, n3, grid=g, eta=1.0).samples
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)

@@ -201,7 +201,7 @@ class EmpiricalDistribution(GaussianMixture):
 
 
 class ExactScoreModel(ScoreModel):
-    """A closed-form problem over an SDE as a score model; each call counts as one NFE."""
+    """A closed-form problem over an SDE as a score model; each call counts as one NFE (in :class:`ScoreModel`)."""
 
     def __init__(self, problem: Gaussian | GaussianMixture, sde: SDE):
         super().__init__(sde, "score")
@@ -211,12 +211,12 @@ class ExactScoreModel(ScoreModel):
         alpha, sigma = self.sde.marginal(t)
         return self.problem.score(x, alpha, sigma)
 
-    def denoised(self, x: Tensor, t: Tensor | float) -> Tensor:
-        # the closed-form denoiser, exact where converting the score would lose digits
-        t = as_time(t, x)
-        self.nfe += 1
-        alpha, sigma = self.sde.marginal(t)
-        return self.problem.denoised(x, alpha, sigma)
+    def predict_for(self, x: Tensor, t: Tensor, kind: str) -> tuple[Tensor, str]:
+        # the closed-form denoiser for data requests, exact where converting the score would lose digits
+        if kind == "data":
+            alpha, sigma = self.sde.marginal(t)
+            return self.problem.denoised(x, alpha, sigma), "data"
+        return self.predict(x, t), "score"
 
     def log_prob(self, x: Tensor, t: Tensor | float) -> Tensor:
         """log p_t(x) in closed form (not counted as an NFE)."""

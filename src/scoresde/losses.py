@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ._tensor import like
 from .parameterization import ScoreModel
+from .sde import DiscreteForm
 
 __all__ = ["draw", "dsm_loss", "smld_loss", "ddpm_loss"]
 
@@ -57,12 +58,19 @@ def _level(u: Tensor, n: int) -> Tensor:
     return (u * n).long().clamp(max=n - 1).cpu()
 
 
+def _chain(model: ScoreModel, loss: str):
+    sde = model.sde
+    if not isinstance(sde, DiscreteForm):
+        raise TypeError(f"{loss} needs an SDE with a discrete form (VE: SMLD, VP: DDPM); {type(sde).__name__} has none")
+    return sde.discrete()
+
+
 def smld_loss(model: ScoreModel, x0: Tensor, u: Tensor, noise: Tensor, *, reduce: Reduce = "sum") -> Tensor:
     """SMLD / NCSN loss over the N discrete noise levels (Song & Ermon 2019 eq. 6), weight sigma_i^2.
 
     Level i = floor(u N); the model is queried at the matching VE time t_i = i / (N - 1).
     """
-    chain = model.sde.discrete()
+    chain = _chain(model, "smld_loss")
     i = _level(u, chain.N)
     t = chain.times()[i].to(x0.device)
     _, sigma = chain.marginal(i)
@@ -75,7 +83,7 @@ def ddpm_loss(model: ScoreModel, x0: Tensor, u: Tensor, noise: Tensor, *, reduce
 
     Step i = floor(u N); the model is queried at the matching VP time t_i = (i + 1) / N.
     """
-    chain = model.sde.discrete()
+    chain = _chain(model, "ddpm_loss")
     i = _level(u, chain.N)
     t = chain.times()[i].to(x0.device)
     alpha, sigma = chain.marginal(i)

@@ -8,7 +8,9 @@ With x_t = alpha_t x_0 + sigma_t eps:
 and ``scaled_score`` = score * sigma_t (= -eps), the output of score_sde_pytorch's VE networks before their
 ``scale_by_sigma`` division. Samplers only ever call :meth:`ScoreModel.score`,
 :meth:`ScoreModel.denoised` or :meth:`ScoreModel.eps`; each call is one network evaluation and is
-counted in :attr:`ScoreModel.nfe`.
+counted in :attr:`ScoreModel.nfe` - there and nowhere else: subclasses supply predictions
+(:meth:`ScoreModel.predict`, or :meth:`ScoreModel.predict_for` for a model that can answer some kinds
+directly) and never count.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._tensor import as_time, like
-from .sde import SDE
+from .sde import SDE, Discretized
 
 Prediction = Literal["score", "eps", "data", "v", "scaled_score"]
 PREDICTIONS: tuple[str, ...] = ("score", "eps", "data", "v", "scaled_score")
@@ -81,7 +83,9 @@ class ScoreModel:
     """A score model over an SDE: the one interface every sampler sees.
 
     Subclasses implement :meth:`predict` (the raw output, of kind :attr:`prediction`, at per-sample
-    float64 times t). :attr:`nfe` counts calls of the underlying function.
+    float64 times t), and may override :meth:`predict_for`. :attr:`nfe` counts calls of the underlying
+    function; it is incremented in :meth:`output` only, once per call of :meth:`score`, :meth:`denoised`
+    or :meth:`eps`.
     """
 
     def __init__(self, sde: SDE, prediction: Prediction):
@@ -94,13 +98,22 @@ class ScoreModel:
     def predict(self, x: Tensor, t: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def predict_for(self, x: Tensor, t: Tensor, kind: Prediction) -> tuple[Tensor, Prediction]:
+        """(raw prediction, its kind) for a request of ``kind`` at per-sample float64 times t.
+
+        The default is ``(predict(x, t), prediction)``. A model that can give some kinds directly (a
+        closed-form denoiser, exact where converting the score would lose digits) overrides this; it
+        supplies the value only and must not count it (:meth:`output` does).
+        """
+        return self.predict(x, t), self.prediction
+
     def output(self, x: Tensor, t: Tensor | float, kind: Prediction) -> Tensor:
         """The model's prediction at (x, t) converted to ``kind``; one function evaluation."""
         t = as_time(t, x)
         self.nfe += 1
-        raw = self.predict(x, t)
+        raw, raw_kind = self.predict_for(x, t, kind)
         alpha, sigma = self.sde.marginal(t)
-        return convert(raw, x, like(alpha, x), like(sigma, x), self.prediction, kind)
+        return convert(raw, x, like(alpha, x), like(sigma, x), raw_kind, kind)
 
     def score(self, x: Tensor, t: Tensor | float) -> Tensor:
         """grad_x log p_t(x)."""
@@ -145,7 +158,12 @@ def log_noise_level(t: Tensor, sde: SDE) -> Tensor:
 
 
 def discrete_index(t: Tensor, sde: SDE) -> Tensor:
-    """Feed the discrete level index round(t (N - 1) / T) (score_sde_pytorch's discrete SMLD / DDPM networks)."""
+    """Feed the discrete level index round(t (N - 1) / T) (score_sde_pytorch's discrete SMLD / DDPM networks).
+
+    Needs an SDE with a step count N (:class:`~scoresde.sde.Discretized`: VE, VP, sub-VP).
+    """
+    if not isinstance(sde, Discretized):
+        raise TypeError(f"discrete_index needs an SDE with N discretisation steps; {type(sde).__name__} has none")
     return torch.round(t * (sde.N - 1) / sde.T)
 
 

@@ -1,8 +1,16 @@
-"""Forward SDEs of Song et al. (ICLR 2021): VE, VP, sub-VP, and the discrete SMLD / DDPM chains.
+"""Forward SDEs of Song et al. (ICLR 2021): VE, VP, sub-VP, k-diffusion's sigma SDE, and the discrete
+SMLD / DDPM chains.
 
 Every SDE is written through its Gaussian marginal x_t = alpha_t x_0 + sigma_t n (n ~ N(0, I)),
 forward dx = f(x, t) dt + g(t) dw with linear drift f(x, t) = a(t) x. Samplers only use the
-methods of the base class :class:`SDE`; none of them asks which SDE it holds.
+methods of the base class :class:`SDE` (and of the mixins below); none of them asks which SDE it holds.
+
+The continuous SDE knows nothing of a step count. Notions of score_sde_pytorch's N-step
+discretisation live in two mixins: :class:`Discretized` (``N``, the step ``discretize`` of the
+reverse-diffusion predictor, Song et al. eq. 47, and the Langevin corrector's ``corrector_alpha``;
+VE, VP and sub-VP) and :class:`DiscreteForm` (a :class:`Discretized` SDE that is the limit of a
+discrete chain, ``discrete()``: VE -> :class:`SMLDChain`, VP -> :class:`DDPMChain`; sub-VP has none).
+VP and sub-VP share their beta schedule, alpha_t and drift through :class:`BetaSDE`.
 
 Time arguments are per-sample float64 vectors (or scalars); coefficients are returned as float64
 tensors of t's shape and broadcast against x with :func:`scoresde._tensor.like`.
@@ -18,7 +26,8 @@ from torch import Tensor
 
 from ._tensor import like
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "SMLDChain", "DDPMChain"]
+__all__ = ["SDE", "Discretized", "DiscreteForm", "VESDE", "BetaSDE", "VPSDE", "SubVPSDE", "SigmaSDE", "SMLDChain",
+           "DDPMChain", "euler_maruyama_discretization"]
 
 
 def _t(t: Tensor | float) -> Tensor:
@@ -31,8 +40,6 @@ class SDE(ABC):
     T: float = 1.0
     #: default end time of sampling (the paper's sampling epsilon)
     t_end: float = 1e-3
-    #: number of discretisation steps of score_sde_pytorch's discrete form
-    N: int = 1000
     #: standard deviation of the prior p_T = N(0, prior_std^2 I)
     prior_std: float = 1.0
 
@@ -99,19 +106,6 @@ class SDE(ABC):
         g2 = like(self.diffusion(_t(t)) ** 2, x)
         return self.drift(x, t) - 0.5 * g2 * score
 
-    def discretize(self, x: Tensor, t: Tensor | float, t_next: Tensor | float) -> tuple[Tensor, Tensor]:
-        """(f_i, G_i) of the discretised forward step over [t_next, t]: x_t = x_next + f_i + G_i z.
-
-        The default is Euler-Maruyama; VE and VP override it with the SMLD / DDPM steps.
-        """
-        t, t_next = _t(t), _t(t_next)
-        dt = t - t_next
-        return self.drift(x, t) * like(dt, x), self.diffusion(t) * torch.sqrt(dt)
-
-    def corrector_alpha(self, t: Tensor | float) -> Tensor:
-        """alpha_i of the Langevin corrector's step size (1 for VE, 1 - beta_i for VP / sub-VP)."""
-        return torch.ones_like(_t(t))
-
     def prior_sample(self, noise: Tensor) -> Tensor:
         """A draw from p_T given standard normal noise."""
         return self.prior_std * noise
@@ -128,7 +122,46 @@ class SDE(ABC):
         return f"{type(self).__name__}({fields})"
 
 
-class VESDE(SDE):
+def euler_maruyama_discretization(sde: SDE, x: Tensor, t: Tensor | float,
+                                  t_next: Tensor | float) -> tuple[Tensor, Tensor]:
+    """(f_i, G_i) of the Euler-Maruyama step of ``sde`` over [t_next, t]: f_i = f(x, t) dt, G_i = g(t) sqrt(dt)."""
+    t, t_next = _t(t), _t(t_next)
+    dt = t - t_next
+    return sde.drift(x, t) * like(dt, x), sde.diffusion(t) * torch.sqrt(dt)
+
+
+class Discretized(ABC):
+    """Mixin of an SDE run on score_sde_pytorch's N-step discretisation.
+
+    ``N`` is the number of steps; ``discretize`` gives the step the reverse-diffusion predictor
+    inverts (Song et al. eq. 47; Euler-Maruyama unless the SDE has a better one) and
+    ``corrector_alpha`` the Langevin corrector's alpha_i (Song et al. Algorithm 5).
+    """
+
+    #: number of discretisation steps
+    N: int
+
+    def discretize(self, x: Tensor, t: Tensor | float, t_next: Tensor | float) -> tuple[Tensor, Tensor]:
+        """(f_i, G_i) of the discretised forward step over [t_next, t]: x_t = x_next + f_i + G_i z.
+
+        The default is Euler-Maruyama; VE and VP override it with the SMLD / DDPM steps.
+        """
+        return euler_maruyama_discretization(self, x, t, t_next)
+
+    @abstractmethod
+    def corrector_alpha(self, t: Tensor | float) -> Tensor:
+        """alpha_i of the Langevin corrector's step size (1 for VE, 1 - beta_i for VP / sub-VP)."""
+
+
+class DiscreteForm(Discretized):
+    """Mixin of a :class:`Discretized` SDE that is the N -> infinity limit of a discrete chain."""
+
+    @abstractmethod
+    def discrete(self) -> "SMLDChain | DDPMChain":
+        """score_sde_pytorch's discrete form with N steps."""
+
+
+class VESDE(SDE, DiscreteForm):
     """Variance-exploding SDE (SMLD): alpha = 1, sigma(t) = sigma_min (sigma_max / sigma_min)^t."""
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000, t_end: float = 1e-5):
@@ -161,13 +194,20 @@ class VESDE(SDE):
         g = torch.sqrt(self.sigma(_t(t)) ** 2 - self.sigma(_t(t_next)) ** 2)
         return torch.zeros_like(x), g
 
+    def corrector_alpha(self, t: Tensor | float) -> Tensor:
+        return torch.ones_like(_t(t))
+
     def discrete(self) -> "SMLDChain":
         """score_sde_pytorch's discrete form: N geometric noise levels from sigma_min to sigma_max."""
         return SMLDChain(self.sigma_min, self.sigma_max, self.N)
 
 
-class VPSDE(SDE):
-    """Variance-preserving SDE (DDPM): beta(t) = beta_min + t (beta_max - beta_min)."""
+class BetaSDE(SDE, Discretized):
+    """What VP and sub-VP share: beta(t) = beta_min + t (beta_max - beta_min), drift -beta(t) x / 2 and
+    alpha_t = exp(-int_0^t beta / 2); each defines its own sigma_t and g(t).
+
+    ``N`` discretises the beta schedule (beta_i = beta(t) / N, the Langevin corrector's alpha_i = 1 - beta_i).
+    """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000, t_end: float = 1e-3):
         if not 0 <= beta_min < beta_max:
@@ -181,14 +221,8 @@ class VPSDE(SDE):
         t = _t(t)
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
-    def sigma(self, t: Tensor) -> Tensor:
-        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
-
     def drift_coef(self, t: Tensor) -> Tensor:
         return -0.5 * self.beta(t)
-
-    def diffusion(self, t: Tensor) -> Tensor:
-        return torch.sqrt(self.beta(t))
 
     def _t_from_log_alpha(self, log_alpha: Tensor) -> Tensor:
         # L = -log alpha = t^2 (bmax - bmin) / 4 + t bmin / 2; the positive root, in a stable form
@@ -196,6 +230,19 @@ class VPSDE(SDE):
         db = self.beta_max - self.beta_min
         denom = 0.5 * self.beta_min + torch.sqrt(0.25 * self.beta_min**2 + db * L)
         return torch.where(L > 0, 2 * L / torch.where(L > 0, denom, 1.0), torch.zeros_like(L))
+
+    def corrector_alpha(self, t: Tensor | float) -> Tensor:
+        return 1 - self.beta(t) / self.N
+
+
+class VPSDE(BetaSDE, DiscreteForm):
+    """Variance-preserving SDE (DDPM): beta(t) = beta_min + t (beta_max - beta_min), sigma_t^2 = 1 - alpha_t^2."""
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        return torch.sqrt(self.beta(t))
 
     def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
         # sigma_tilde^2 = 1/alpha^2 - 1  ->  log alpha = -log1p(sigma_tilde^2) / 2
@@ -211,16 +258,17 @@ class VPSDE(SDE):
         beta_i = -torch.expm1(2 * log_ratio)
         return (like(torch.exp(log_ratio), x) - 1) * x, torch.sqrt(beta_i)
 
-    def corrector_alpha(self, t):
-        return 1 - self.beta(t) / self.N
-
     def discrete(self) -> "DDPMChain":
         """score_sde_pytorch's discrete form: DDPM with beta_i linear from beta_min/N to beta_max/N."""
         return DDPMChain(self.beta_min, self.beta_max, self.N)
 
 
-class SubVPSDE(VPSDE):
-    """sub-VP SDE: VP drift, g^2 = beta(t) (1 - exp(-2 int_0^t beta)), sigma_t = 1 - alpha_t^2."""
+class SubVPSDE(BetaSDE):
+    """sub-VP SDE: VP drift, g^2 = beta(t) (1 - exp(-2 int_0^t beta)), sigma_t = 1 - alpha_t^2.
+
+    It has no discrete chain (Song et al. 2021 give none): no ``discrete()``, and its
+    reverse-diffusion step is Euler-Maruyama.
+    """
 
     def sigma(self, t: Tensor) -> Tensor:
         return -torch.expm1(2 * self.log_alpha(t))
@@ -233,11 +281,30 @@ class SubVPSDE(VPSDE):
         # sigma_tilde = (1 - alpha^2) / alpha = 2 sinh(-log alpha)  ->  log alpha = -asinh(sigma_tilde / 2)
         return self._t_from_log_alpha(-torch.asinh(_t(sigma_tilde) / 2))
 
-    def discretize(self, x, t, t_next):
-        return SDE.discretize(self, x, t, t_next)
 
-    def discrete(self):
-        raise NotImplementedError("sub-VP has no discrete form in Song et al. (2021)")
+class SigmaSDE(SDE):
+    """The VE SDE indexed by its own noise level: t = sigma, alpha = 1, g(t)^2 = d sigma^2 / dt = 2 t.
+
+    k-diffusion's view of a sampler: the times of a grid are its sigmas (T = sigma_max, t_end = sigma_min).
+    """
+
+    def __init__(self, sigma_max: float, sigma_min: float = 0.0):
+        self.T, self.t_end, self.prior_std = float(sigma_max), float(sigma_min), float(sigma_max)
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(torch.as_tensor(t, dtype=torch.float64))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.as_tensor(t, dtype=torch.float64)
+
+    def drift_coef(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(torch.as_tensor(t, dtype=torch.float64))
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        return torch.sqrt(2 * torch.as_tensor(t, dtype=torch.float64))
+
+    def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
+        return torch.as_tensor(sigma_tilde, dtype=torch.float64)
 
 
 @dataclass(frozen=True)

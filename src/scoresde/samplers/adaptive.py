@@ -24,7 +24,6 @@ The final denoise is one more model call, counted in both (``info["denoise_nfe"]
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -36,7 +35,7 @@ from ..brownian import NOISE_MODES, BrownianPath, NoiseMode, NoiseSource, Sample
 from ..parameterization import DenoiserModel, ScoreModel
 from ..sde import VESDE
 from ..seeding import BROWNIAN
-from .base import SampleResult, progress_bar
+from .base import SampleResult, callback_state, progress_bar, progress_from_disable
 from .controller import GGFController, StepSizeController
 
 __all__ = ["ERROR_NORMS", "error_norm", "ggf_sample", "sample_ggf"]
@@ -86,10 +85,14 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
     growth per attempt capped at ``factor_max``; None is the paper's unbounded rule, which lets a
     lucky small error estimate license a huge step - measured on sharp Gaussian data, sub-VP,
     rtol 0.05: variance error 146% unbounded, 1.5% capped at 10, same NFE).
-    ``h_min`` (default 1e-5 (T - t_end)): floor of h; a step at the floor is accepted whatever its error.
+    The controller is not changed by a run: its state (``controller.init`` / ``propose``) lives in the run.
+    ``h_min`` (default 1e-5 (T - t_end)): floor of h (the larger of it and the controller's own ``h_min``);
+    a step at the floor is accepted whatever its error.
     ``max_steps`` (default 2 (T - t_end) / h_min + 1000): most attempts a sample may make; beyond it
-    the run stops with an error. ``callback(info)`` is called after every attempt with the batch
-    state (x, t, h, accepted mask, active rows, iteration).
+    the run stops with an error. ``callback(state)`` is called after every attempt i with
+    :func:`~.base.callback_state`'s keys for the whole batch (x and t before the attempt, ``denoised``
+    None) and the extras ``x_next``, ``t_next`` (the batch after it), ``h`` (the next step sizes),
+    ``accepted`` (mask over ``rows``), ``rows`` (the samples attempted) and ``error`` (their error estimates).
 
     ``noise`` gives each sample's Brownian path through its per-sample side stream (a
     :class:`NoiseSource`, or :class:`SampleStreams` directly), so sample i's result does not
@@ -113,25 +116,23 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
     span = T - t_end
     h_min = 1e-5 * span if h_min is None else _check_positive("h_min", h_min)
     if controller is None:
-        controller = GGFController(h_min=h_min, factor_max=factor_max)
-    else:
-        controller.h_min = max(controller.h_min, h_min)
-    max_steps = int(2 * span / controller.h_min + 1000) if max_steps is None and controller.h_min > 0 else max_steps
+        controller = GGFController(factor_max=factor_max)
+    n = x.shape[0]
+    ctrl = controller.init(n, h_min=h_min)
+    max_steps = int(2 * span / ctrl.h_min + 1000) if max_steps is None and ctrl.h_min > 0 else max_steps
     if max_steps is None or int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     streams = noise.substream(BROWNIAN) if isinstance(noise, NoiseSource) else noise
-    n = x.shape[0]
     if streams.batch_size != n or tuple(streams.shape) != tuple(x.shape[1:]):
         raise ValueError(f"the noise source is for {streams.batch_size} samples of shape {tuple(streams.shape)}, "
                          f"x holds {n} of shape {tuple(x.shape[1:])}")
     path = BrownianPath(streams, noise_mode)
-    controller.reset(n)
 
     start = model.nfe
     x = x.clone()
     x_prev = x.clone()
     t = torch.full((n,), T, dtype=torch.float64)
-    h = torch.full((n,), min(max(h_init, controller.h_min), span), dtype=torch.float64)
+    h = torch.full((n,), min(max(h_init, ctrl.h_min), span), dtype=torch.float64)
     done = t <= t_end
     nfe_per_sample = torch.zeros(n, dtype=torch.long)
     accepted = torch.zeros(n, dtype=torch.long)
@@ -164,10 +165,12 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             delta = torch.maximum(x1.abs(), x_prev[rows].abs()) * rtol
             delta = delta.clamp_min(atol)
             error = error_norm((x2 - x1) / delta, norm).cpu()
-            ok, h_new = controller.propose(error, ha, remaining, rows)
+            ok, h_new, ctrl = controller.propose(ctrl, error, ha, remaining, rows)
             nfe_per_sample[rows] += 2
             acc_rows = rows[ok]
             ok_x = ok.to(x.device)
+            if callback is not None:  # the batch before the attempt, kept as it is for the callback
+                x_before, t_before = x.clone(), t.clone()
             x_new = x2[ok_x] if extrapolate else x1[ok_x]
             if not bool(torch.isfinite(x_new).all()):
                 raise FloatingPointError(f"ggf_sample: a non-finite state was accepted at t={float(ta[ok].max()):.3g} "
@@ -182,8 +185,8 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             done = t <= t_end
             h[done] = 0.0
             if callback is not None:
-                callback({"x": x, "t": t, "h": h, "accepted": ok, "rows": rows, "iteration": iteration,
-                          "error": error})
+                callback(callback_state(iteration - 1, x_before, t_before, sde, None, x_next=x.clone(),
+                                        t_next=t.clone(), h=h.clone(), accepted=ok, rows=rows, error=error))
             bar.update(round(T - float(t.max()), 6) - bar.n)
         denoise_nfe = 0
         if denoise:
@@ -208,10 +211,10 @@ def sample_ggf(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor | None = 
     (sigma_max/sigma_min)^t from t = 1 to t = 0; ``sigmas`` only give sigma_max (the largest) and
     sigma_min (the smallest positive) - without them, ``model.sigma_min`` / ``model.sigma_max``.
     If ``sigmas`` ends in 0 (or is None) the result is the final denoise D(x, sigma_min), as
-    k-diffusion's samplers end. ``callback`` gets {"x", "i", "sigma", "sigma_hat", "denoised"=None}
-    after every attempt (sigma per sample); ``disable`` hides the progress bar (None: shown on a
-    terminal only). ``seed`` seeds the per-sample Brownian paths (random if
-    None). Further keywords go to :func:`ggf_sample`.
+    k-diffusion's samplers end. ``callback`` gets :func:`ggf_sample`'s callback keys after every
+    attempt: the standard "x", "i", "t", "sigma", "sigma_hat" (per sample), "denoised" (None) and GGF's
+    extras; ``disable`` hides the progress bar (None: shown on a terminal only). ``seed`` seeds the
+    per-sample Brownian paths (random if None). Further keywords go to :func:`ggf_sample`.
     """
     extra_args = {} if extra_args is None else extra_args
     if sigmas is not None:
@@ -235,11 +238,6 @@ def sample_ggf(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor | None = 
     streams = SampleStreams(seed, x.shape[1:], range(x.shape[0]), stream=BROWNIAN, dtype=x.dtype,
                             device=x.device)
 
-    def report(state: dict[str, Any]) -> None:
-        sig = sde.sigma(state["t"])
-        callback({"x": state["x"], "i": state["iteration"] - 1, "sigma": sig, "sigma_hat": sig, "denoised": None})
-
     res = ggf_sample(wrapped, x, streams, rtol=rtol, atol=atol, h_init=h_init, norm=norm, noise_mode=noise_mode,
-                     denoise=final_denoise, progress=sys.stderr.isatty() if disable is None else not disable, callback=report if callback else None,
-                     **kwargs)
+                     denoise=final_denoise, progress=progress_from_disable(disable), callback=callback, **kwargs)
     return res.samples

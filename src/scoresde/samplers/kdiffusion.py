@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..parameterization import DenoiserModel
-from ..sde import SDE
+from ..sde import SigmaSDE
 from .base import progress_from_disable
 from .edm import edm_heun
 from .exponential import ddim, dpmpp_2m, etd_erk
@@ -36,28 +36,6 @@ __all__ = [
     "sample_seeds_2",
     "sample_seeds_3",
 ]
-
-
-class SigmaSDE(SDE):
-    """The VE SDE indexed by its own noise level: t = sigma, alpha = 1, g(t)^2 = d sigma^2 / dt = 2 t."""
-
-    def __init__(self, sigma_max: float, sigma_min: float = 0.0):
-        self.T, self.t_end, self.prior_std = float(sigma_max), float(sigma_min), float(sigma_max)
-
-    def log_alpha(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(torch.as_tensor(t, dtype=torch.float64))
-
-    def sigma(self, t: Tensor) -> Tensor:
-        return torch.as_tensor(t, dtype=torch.float64)
-
-    def drift_coef(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(torch.as_tensor(t, dtype=torch.float64))
-
-    def diffusion(self, t: Tensor) -> Tensor:
-        return torch.sqrt(2 * torch.as_tensor(t, dtype=torch.float64))
-
-    def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
-        return torch.as_tensor(sigma_tilde, dtype=torch.float64)
 
 
 def _setup(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor, extra_args: dict | None):

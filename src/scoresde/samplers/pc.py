@@ -3,12 +3,16 @@
 A predictor moves x from t to t_next < t along the reverse SDE; a corrector runs Markov-chain
 steps towards p_t at fixed t. Predictors: ``predictor(model, x, t, t_next, z) -> (x, x_mean)``;
 correctors: ``corrector(model, x, t, z, snr) -> (x, x_mean)``, one inner step. Each returns the
-noisy state and its noise-free mean (the final "noise removal" returns the last mean). Every
-model call is one NFE; ``none`` predictors and correctors cost nothing.
+noisy state and its noise-free mean (score_sde_pytorch's final "noise removal" returns the last
+mean: ``final_mean``). Every model call is one NFE; ``none`` predictors and correctors cost nothing.
+
+The discrete notions come from the SDE's :class:`~scoresde.sde.Discretized` mixin where it has one
+(reverse diffusion's step, eq. 47: SMLD for VE, DDPM for VP; Langevin's alpha_i), else
+Euler-Maruyama and alpha_i = 1.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -17,13 +21,34 @@ from .._tensor import as_time, flat_norm, like
 from ..brownian import NoiseSource
 from ..parameterization import ScoreModel
 from ..schedules import uniform_time
-from .base import SampleResult, progress_bar
+from ..sde import SDE, Discretized, euler_maruyama_discretization
+from .base import SampleResult, callback_state, progress_bar
 
 __all__ = ["euler_maruyama", "reverse_diffusion", "ancestral_sampling", "langevin", "annealed_langevin",
-           "pc_sample", "Predictor", "Corrector"]
+           "pc_sample", "default_snr", "Predictor", "Corrector"]
 
 Predictor = Callable[[ScoreModel, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 Corrector = Callable[[ScoreModel, Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
+
+
+def _discretize(sde: SDE, x: Tensor, t: Tensor, t_next: Tensor) -> tuple[Tensor, Tensor]:
+    """(f_i, G_i) of the forward step over [t_next, t]: the SDE's own discretisation, else Euler-Maruyama."""
+    if isinstance(sde, Discretized):
+        return sde.discretize(x, t, t_next)
+    return euler_maruyama_discretization(sde, x, t, t_next)
+
+
+def _corrector_alpha(sde: SDE, t: Tensor) -> Tensor:
+    """alpha_i of the Langevin step size: the SDE's own discretisation (1 - beta_i for VP / sub-VP), else 1."""
+    if isinstance(sde, Discretized):
+        return sde.corrector_alpha(t)
+    return torch.ones_like(torch.as_tensor(t, dtype=torch.float64))
+
+
+def default_snr(sde: SDE) -> float:
+    """The corrector's signal-to-noise ratio of score_sde_pytorch's configs: 0.16 for a variance-exploding
+    SDE (alpha_t = 1: VE), 0.01 otherwise (VP, sub-VP)."""
+    return 0.16 if float(sde.log_alpha(torch.as_tensor(sde.T, dtype=torch.float64))) == 0.0 else 0.01
 
 
 def euler_maruyama(model: ScoreModel, x: Tensor, t: Tensor, t_next: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -36,7 +61,7 @@ def euler_maruyama(model: ScoreModel, x: Tensor, t: Tensor, t_next: Tensor, z: T
 
 def reverse_diffusion(model: ScoreModel, x: Tensor, t: Tensor, t_next: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
     """Reverse diffusion step x <- x - f_i + G_i^2 score + G_i z of the discretised SDE (Song et al. eq. 47)."""
-    f, g = model.sde.discretize(x, t, t_next)
+    f, g = _discretize(model.sde, x, t, t_next)
     g = like(g, x)
     x_mean = x - f + g**2 * model.score(x, t)
     return x_mean + g * z, x_mean
@@ -69,7 +94,7 @@ def langevin(model: ScoreModel, x: Tensor, t: Tensor, z: Tensor, snr: float) -> 
     """
     score = model.score(x, t)
     ratio = flat_norm(z).mean() / flat_norm(score).mean()
-    step = 2 * model.sde.corrector_alpha(t) * (snr * ratio.double()) ** 2
+    step = 2 * _corrector_alpha(model.sde, t) * (snr * ratio.double()) ** 2
     x_mean = x + like(step, x) * score
     return x_mean + like(torch.sqrt(2 * step), x) * z, x_mean
 
@@ -77,21 +102,30 @@ def langevin(model: ScoreModel, x: Tensor, t: Tensor, z: Tensor, snr: float) -> 
 def annealed_langevin(model: ScoreModel, x: Tensor, t: Tensor, z: Tensor, snr: float) -> tuple[Tensor, Tensor]:
     """Annealed Langevin dynamics step (Song & Ermon 2019): langevin_step = 2 alpha_i (snr sigma_t)^2, per sample."""
     sde = model.sde
-    step = 2 * sde.corrector_alpha(t) * (snr * sde.sigma(t)) ** 2
+    step = 2 * _corrector_alpha(sde, t) * (snr * sde.sigma(t)) ** 2
     x_mean = x + like(step, x) * model.score(x, t)
     return x_mean + like(torch.sqrt(2 * step), x) * z, x_mean
 
 
 def pc_sample(model: ScoreModel, x: Tensor, noise: NoiseSource, *, steps: int = 1000,
               predictor: Predictor | None = reverse_diffusion, corrector: Corrector | None = langevin,
-              snr: float = 0.16, n_corrector: int = 1, t_end: float | None = None, grid: Tensor | None = None,
-              denoise: bool = True, progress: bool = False) -> SampleResult:
+              snr: float | None = None, n_corrector: int = 1, t_end: float | None = None, grid: Tensor | None = None,
+              final_mean: bool = True, denoise: bool = False, progress: bool = False,
+              callback: Callable[[dict[str, Any]], None] | None = None) -> SampleResult:
     """Predictor-corrector sampling from x_T over ``steps`` predictor steps (Song et al. Algorithm 1).
 
     At each grid time t_i: ``n_corrector`` corrector steps at t_i, then one predictor step to
-    t_{i+1}; the grid defaults to uniform in t from T to t_end. ``denoise`` returns the last step's
-    mean (score_sde_pytorch's final noise removal, no extra NFE). NFE = steps * (predictor != None) +
-    steps * n_corrector * (corrector != None).
+    t_{i+1}; the grid defaults to uniform in t from T to t_end. ``snr`` (the corrector's target
+    signal-to-noise ratio) defaults to :func:`default_snr`: 0.16 for VE, 0.01 for VP / sub-VP.
+
+    ``final_mean`` returns the last step's noise-free mean instead of its noisy state
+    (score_sde_pytorch's final noise removal, no extra NFE); ``denoise`` then adds one Tweedie step
+    x <- D(x, t_end) (one more NFE) to whichever of the two is returned. NFE = steps * (predictor !=
+    None) + steps * n_corrector * (corrector != None) + denoise.
+
+    ``callback(state)`` is called after each step i (its correctors and predictor) with
+    :func:`~.base.callback_state`'s keys: x and t before the step, ``denoised`` None, and ``t_next``.
+    Runs under ``torch.no_grad()``.
     """
     if grid is None:
         grid = uniform_time(model.sde, steps, t_end)
@@ -99,14 +133,22 @@ def pc_sample(model: ScoreModel, x: Tensor, noise: NoiseSource, *, steps: int = 
         raise ValueError("n_corrector must be >= 0")
     if corrector is None:
         n_corrector = 0
+    if snr is None:
+        snr = default_snr(model.sde)
     start = model.nfe
     x_mean = x
-    with progress_bar(len(grid) - 1, progress, "pc") as bar:
+    with torch.no_grad(), progress_bar(len(grid) - 1, progress, "pc") as bar:
         for i in range(len(grid) - 1):
-            t = as_time(grid[i], x)
+            t, t_next = as_time(grid[i], x), as_time(grid[i + 1], x)
+            x_start = x
             for _ in range(n_corrector):
                 x, x_mean = corrector(model, x, t, noise.draw(), snr)
             if predictor is not None:
-                x, x_mean = predictor(model, x, t, as_time(grid[i + 1], x), noise.draw())
+                x, x_mean = predictor(model, x, t, t_next, noise.draw())
+            if callback is not None:
+                callback(callback_state(i, x_start, t, model.sde, None, t_next=t_next))
             bar.update()
-    return SampleResult(x_mean if denoise else x, model.nfe - start)
+        out = x_mean if final_mean else x
+        if denoise:
+            out = model.denoised(out, as_time(grid[-1], out))
+    return SampleResult(out, model.nfe - start)

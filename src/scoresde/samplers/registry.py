@@ -18,7 +18,8 @@ from . import pc
 from .adaptive import ERROR_NORMS, ggf_sample
 from .base import SampleResult
 from .edm import edm_heun
-from .exponential import GRIDS, ddim, dpmpp_2m, etd_erk
+from .common import GRIDS
+from .exponential import ddim, dpmpp_2m, etd_erk
 from .ode import ODE_METHODS, ode_sample
 from .seeds import seeds
 
