@@ -1,10 +1,19 @@
 """Shared test helpers (importable from the test modules: pytest puts tests/ on sys.path)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 import scoresde as s
+from scoresde.registry import SDES
 from scoresde.samplers import sample
+
+__all__ = ["SDES", "slope", "count_exact_calls", "assert_batch_invariant"]
+
+
+def slope(ns, errs) -> float:
+    """The fitted log-log slope of errors against step counts (the observed order is -slope)."""
+    return float(np.polyfit(np.log(ns), np.log(errs), 1)[0])
 
 
 def count_exact_calls(model: s.ExactScoreModel) -> dict[str, int]:

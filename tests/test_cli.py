@@ -62,7 +62,7 @@ def test_sample_json_mixture_with_ode(tmp_path, capsys):
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--rtol", "1e-3"], "--rtol does not apply"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ode", "--snr", "0.1"], "--snr does not apply"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sampler", "ode", "--steps", "5"], "dopri5"),
-    (["sample", "--problem", "gmm8", "--out", "x.txt"], "must end in .npz"),
+    (["sample", "--problem", "gmm8", "--out", "x.txt"], "ending in .npz"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sde", "vp", "--sigma-max", "3"], "does not apply"),
     (["sample", "--problem", "gmm8", "--out", "x.npz", "--sde", "vp", "--beta-min", "30"], "beta_min < beta_max"),
     (["sample", "--out", "x.npz"], "exactly one of --problem"),

@@ -10,7 +10,8 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 
 from scoresde.exact import (EmpiricalDistribution, ExactScoreModel, Gaussian, GaussianMixture, ProblemError,
                             builtin_problems, load_problem)
-from scoresde.sde import SubVPSDE, VESDE, VPSDE
+from scoresde.sde import VESDE
+from helpers import SDES
 
 F64 = torch.float64
 
@@ -143,7 +144,7 @@ def test_sampling_moments():
 
 # ---- Monte-Carlo identities ------------------------------------------------------------------
 
-@pytest.mark.parametrize("sde", [VPSDE(), VESDE(), SubVPSDE()], ids=["vp", "ve", "subvp"])
+@pytest.mark.parametrize("sde", [cls() for cls in SDES.values()], ids=list(SDES))
 def test_monte_carlo_identities_on_noised_mixture(sde):
     """With x0 ~ p0 and x_t = alpha x0 + sigma n:  E[D(x_t)] = E[x0] (total expectation),
     E[score(x_t)] = 0, and Stein's identity E[score(x_t) x_t^T] = -I."""
@@ -314,7 +315,7 @@ def test_invalid_constructor_arguments():
 
 # ---- ExactScoreModel -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sde", [VPSDE(), VESDE(), SubVPSDE()], ids=["vp", "ve", "subvp"])
+@pytest.mark.parametrize("sde", [cls() for cls in SDES.values()], ids=list(SDES))
 def test_exact_score_model(sde):
     p = mixture2d()
     model = ExactScoreModel(p, sde)

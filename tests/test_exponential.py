@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,14 +13,9 @@ from scoresde.samplers import ddim, dpmpp_2m, edm_heun, etd_erk, etd_erk_1, etd_
 from scoresde.samplers.edm import edm_step
 from scoresde.samplers.exponential import TABLEAUX, ddim_step, exponential_step, exponential_tableau
 
-SDES = {"ve": s.VESDE, "vp": s.VPSDE, "subvp": s.SubVPSDE}
-from helpers import assert_batch_invariant, count_exact_calls
+from helpers import SDES, assert_batch_invariant, count_exact_calls, slope
 
 F64 = torch.float64
-
-
-def slope(ns, errs) -> float:
-    return float(np.polyfit(np.log(ns), np.log(errs), 1)[0])
 
 
 def flow_problem(sde):

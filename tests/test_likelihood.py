@@ -21,8 +21,8 @@ from scoresde.likelihood import (
     log_likelihood,
     round_trip,
 )
+from helpers import SDES
 
-SDES = {"vp": s.VPSDE, "ve": s.VESDE, "subvp": s.SubVPSDE}
 
 
 def mixture16() -> s.GaussianMixture:

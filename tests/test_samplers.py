@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,14 +15,9 @@ from scoresde.samplers import (ancestral_sampling, annealed_langevin, euler_maru
 from scoresde.samplers.pc import default_snr
 from scoresde.schedules import uniform_time
 from scoresde.sde import SigmaSDE
+from helpers import SDES, slope
 
-SDES = {"ve": s.VESDE, "vp": s.VPSDE, "subvp": s.SubVPSDE}
 F64 = torch.float64
-
-
-def slope(ns, errs) -> float:
-    """Fitted slope of log(err) against log(n)."""
-    return float(np.polyfit(np.log(ns), np.log(errs), 1)[0])
 
 
 def propagate_moments(model, predictor, grid, m0, v0):

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from scoresde.schedules import edm_rho, log_snr_uniform, quadratic_time, uniform_time
-from scoresde.sde import SubVPSDE, VESDE, VPSDE
+from scoresde.sde import VPSDE
+from helpers import SDES
 
 F64 = torch.float64
-SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
 GRIDS = {"uniform": uniform_time, "quadratic": quadratic_time, "log_snr": log_snr_uniform, "edm": edm_rho}
 
 
@@ -93,7 +93,7 @@ def test_bad_end_time_raises(sde, grid, eps):
         GRIDS[grid](sde, 10, t_end=eps)
 
 
-@pytest.mark.parametrize("sde", [VESDE(), VPSDE(), SubVPSDE()], ids=["ve", "vp", "subvp"])
+@pytest.mark.parametrize("sde", [cls() for cls in SDES.values()], ids=list(SDES))
 def test_log_snr_uniform_with_zero_end_time_is_finite_or_rejected(sde):
     """eps = 0 is accepted by the grid check ([0, T)); the grid must then be finite and decreasing,
     or the call must raise ValueError - never NaN times."""

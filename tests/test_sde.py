@@ -9,14 +9,10 @@ import torch
 
 from scoresde.sde import (SDE, BetaSDE, DDPMChain, DiscreteForm, Discretized, SigmaSDE, SMLDChain, SubVPSDE,
                           VESDE, VPSDE)
+from helpers import SDES, slope
 
 F64 = torch.float64
 
-SDES = {
-    "ve": VESDE,
-    "vp": VPSDE,
-    "subvp": SubVPSDE,
-}
 
 
 @pytest.fixture(params=list(SDES))
@@ -256,7 +252,7 @@ def test_discretize_vp_approaches_ddpm_betas_at_second_order():
         t = i.double() / (N - 1)
         _, G = vp.discretize(torch.zeros(N, 1, dtype=F64), t, t - 1.0 / N)
         errs.append(float((G**2 - DDPMChain(0.1, 20.0, N).betas).abs().max()))
-    assert -2.2 < _slope(ns, errs) < -1.8, errs
+    assert -2.2 < slope(ns, errs) < -1.8, errs
     assert errs[-1] < 3e-5
 
 
@@ -299,10 +295,6 @@ def test_ddpm_chain_marginal_monte_carlo():
             assert abs(float(x.var()) - v_true) <= 4 * v_true * math.sqrt(2 / (n - 1))
 
 
-def _slope(ns, errs) -> float:
-    return float(np.polyfit(np.log(ns), np.log(errs), 1)[0])
-
-
 @pytest.mark.parametrize("frac", [1.0, 0.5, 0.1])
 def test_ddpm_chain_converges_to_vp_at_first_order(frac):
     """DDPMChain(N).marginal(i) with t = (i+1)/N converges to VPSDE().marginal(t) at rate 1/N.
@@ -322,7 +314,7 @@ def test_ddpm_chain_converges_to_vp_at_first_order(frac):
         err_s.append(abs(float(s - S)))
     for errs in (err_a, err_s):
         assert all(e1 < e0 for e0, e1 in zip(errs, errs[1:])), errs
-        assert -1.3 < _slope(ns, errs) < -0.7, errs
+        assert -1.3 < slope(ns, errs) < -0.7, errs
     assert err_a[-1] < 1e-3 and err_s[-1] < 1e-3
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,14 +12,9 @@ from scoresde.brownian import NoiseSource
 from scoresde.samplers import ancestral_sampling, ddim, etd_erk, make_grid, pc_sample, seeds, seeds_1, seeds_2, seeds_3
 from scoresde.samplers.exponential import TABLEAUX, ExponentialTableau, exponential_step, exponential_tableau
 
-SDES = {"ve": s.VESDE, "vp": s.VPSDE, "subvp": s.SubVPSDE}
-from helpers import assert_batch_invariant, count_exact_calls
+from helpers import SDES, assert_batch_invariant, count_exact_calls, slope
 
 F64 = torch.float64
-
-
-def slope(ns, errs) -> float:
-    return float(np.polyfit(np.log(ns), np.log(errs), 1)[0])
 
 
 def _prior(model, n, seed):

@@ -96,6 +96,11 @@ class GaussianMixture:
             raise ProblemError(f"mixture weights must be >= 0 and sum to 1 (sum is {float(w.sum()):.6g})")
         if not (torch.isfinite(s) & (s >= 0)).all() or not torch.isfinite(mu).all():
             raise ProblemError("mixture stds must be finite and >= 0, and means finite")
+        if mu.shape[1] == 0:
+            raise ProblemError("mixture means need at least one coordinate (the dimension is 0)")
+        if float(s.max()) > MAX_MAGNITUDE or float(mu.abs().max()) > MAX_MAGNITUDE:
+            raise ProblemError(f"mixture means and stds must be at most {MAX_MAGNITUDE:g} in magnitude "
+                               "(their squares must stay finite)")
         self.weights, self.means, self.stds = w / w.sum(), mu, s
         self.dim = mu.shape[1]
         self.shape = tuple(shape) if shape is not None else (self.dim,)
@@ -155,12 +160,18 @@ class GaussianMixture:
     def from_json(cls, path: str | Path) -> "GaussianMixture":
         """Read ``{"weights": [...], "means": [[...], ...], "stds": [...]}``."""
         path = Path(path)
+        if not path.exists():
+            raise ProblemError(f"mixture file not found: {path}")
+        if not path.is_file():
+            raise ProblemError(f"mixture file {path} is not a file")
         try:
-            spec = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ProblemError(f"mixture file not found: {path}") from None
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ProblemError(f"mixture file {path} cannot be read: {e.strerror or e}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ProblemError(f"mixture file {path} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ProblemError(f"mixture file {path} is nested too deeply") from None
         if not isinstance(spec, dict):
             raise ProblemError(f"mixture file {path} must hold a JSON object with weights, means, stds")
         missing = [k for k in ("weights", "means", "stds") if k not in spec]
@@ -169,6 +180,11 @@ class GaussianMixture:
             raise ProblemError(f"mixture file {path}: " + "; ".join(
                 ([f"missing key(s) {', '.join(missing)}"] if missing else [])
                 + ([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])))
+        for key in ("weights", "means", "stds"):
+            bad = _non_number(spec[key], depth=2 if key == "means" else 1)
+            if bad is not None:
+                raise ProblemError(f"mixture file {path}: {key} must hold numbers (lists of numbers for means), "
+                                   f"found {bad}")
         try:
             means = torch.as_tensor(spec["means"], dtype=torch.float64)
             weights = torch.as_tensor(spec["weights"], dtype=torch.float64)
@@ -247,6 +263,24 @@ def builtin_problems() -> dict[str, tuple[str, object]]:
                  lambda: GaussianMixture([0.8, 0.2], [[-0.6, 0.0], [0.6, 0.0]], [0.1, 0.1])),
         "gmm64": ("4-mode mixture in 64 dimensions (weights 0.4/0.3/0.2/0.1)", _gmm64),
     }
+
+
+#: the largest |mean| or std of a mixture (squares and sums of squares stay far from float64 overflow)
+MAX_MAGNITUDE = 1e100
+
+
+def _non_number(value, depth: int) -> str | None:
+    """None if ``value`` is a list (nested ``depth`` deep) of real numbers (no booleans); else what was found."""
+    if depth == 0:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else repr(value)[:40]
+    if not isinstance(value, list):
+        return repr(value)[:40]
+    for v in value:
+        bad = _non_number(v, depth - 1)
+        if bad is not None:
+            return bad
+    return None
 
 
 def load_problem(name_or_path: str) -> Gaussian | GaussianMixture:

@@ -17,14 +17,19 @@ def scatter_plot(samples: np.ndarray, path: str | Path, title: str = "", referen
     import matplotlib.pyplot as plt
 
     x = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    if x.shape[1] == 1:
+        _histogram(x[:, 0], path, title, None if reference is None else np.asarray(reference).reshape(-1), plt)
+        return
     panels = [("samples", x, "tab:red")]
     if reference is not None:
         panels.insert(0, ("exact", np.asarray(reference, dtype=np.float64).reshape(len(reference), -1), "tab:blue"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), dpi=100, squeeze=False,
                              sharex=True, sharey=True)
     finite = x[np.isfinite(x).all(1)]
-    both = np.concatenate([p[1][:, :2] for p in panels]) if not len(finite) else np.concatenate(
-        [finite[:, :2]] + [p[1][:, :2] for p in panels[:-1]])
+    both = np.concatenate([finite[:, :2]] + [p[1][:, :2] for p in panels[:-1]])
+    both = both[np.isfinite(both).all(1)]
+    if not len(both):  # nothing finite to show: an empty frame
+        both = np.zeros((1, 2))
     lo, hi = np.percentile(both, 0.2, 0), np.percentile(both, 99.8, 0)
     pad = 0.08 * (hi - lo).max()
     for ax, (name, pts, color) in zip(axes[0], panels):
@@ -35,6 +40,22 @@ def scatter_plot(samples: np.ndarray, path: str | Path, title: str = "", referen
         if x.shape[1] > 2:
             ax.set_xlabel("x[0]"), ax.set_ylabel("x[1]")
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _histogram(x: np.ndarray, path, title: str, reference: np.ndarray | None, plt) -> None:
+    """One-dimensional samples: a histogram, over the reference's if given."""
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+    finite = x[np.isfinite(x)]
+    pool = finite if reference is None else np.concatenate([finite, reference[np.isfinite(reference)]])
+    bins = np.histogram_bin_edges(pool if len(pool) else np.zeros(1), bins=60)
+    if reference is not None:
+        ax.hist(reference, bins=bins, density=True, alpha=0.5, color="tab:blue", label="exact")
+    ax.hist(finite, bins=bins, density=True, alpha=0.5, color="tab:red", label="samples")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -44,7 +44,19 @@ Norm = Literal["l2_scaled", "l2", "linf"]
 ERROR_NORMS: tuple[str, ...] = ("l2_scaled", "l2", "linf")
 #: GGF's absolute tolerance for data in [-1, 1] (one 8-bit level, 2/255); use 0.0039 for [0, 1]
 DEFAULT_ATOL = 0.0078
-_SNAP = 1e-10  # relative to T - t_end: steps ending this close to t_end end exactly on it
+#: step sizes live on a grid of this spacing. Why: torch's vectorised exp/pow/sqrt round a value differently
+#: (by an ulp) depending on its lane in a SIMD register, i.e. on the batch around it; an unrounded step size
+#: would carry that ulp into the times and the Brownian bridge, where it grows into visibly different samples
+#: for different batch sizes. On the grid (2^-32 ~ 2.3e-10, far below any useful step) an ulp of noise in the
+#: controller's proposal rounds away (+, -, *, / and sqrt are correctly rounded in every lane; exp and pow are not).
+_H_GRID = 2.0**-32
+_SNAP = 4 * _H_GRID  # steps ending within this of t_end end exactly on it
+
+
+def _on_grid(h: Tensor, floor: float) -> Tensor:
+    """Step sizes rounded to the grid; 0 (finished) and the floor h_min (a forced step) stay as they are."""
+    keep = (h <= 0) | (h <= floor * (1 + 1e-12))
+    return torch.where(keep, h, (torch.round(h / _H_GRID) * _H_GRID).clamp_min(floor))
 
 
 def error_norm(e: Tensor, norm: Norm = "l2_scaled") -> Tensor:
@@ -132,7 +144,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
     x = x.clone()
     x_prev = x.clone()
     t = torch.full((n,), T, dtype=torch.float64)
-    h = torch.full((n,), min(max(h_init, ctrl.h_min), span), dtype=torch.float64)
+    h = _on_grid(torch.full((n,), min(max(h_init, ctrl.h_min), span), dtype=torch.float64), ctrl.h_min)
     done = t <= t_end
     nfe_per_sample = torch.zeros(n, dtype=torch.long)
     accepted = torch.zeros(n, dtype=torch.long)
@@ -151,7 +163,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             xa, ta, ha = x[rows], t[rows], h[rows]
             remaining = ta - t_end
             # a step within rounding of the end goes to the end (no sliver steps left by t - h)
-            last = ha >= remaining - _SNAP * span
+            last = ha >= remaining - _SNAP
             ha = torch.where(last, remaining, ha)
             t_next = torch.where(last, torch.full_like(ta, t_end), ta - ha)
             w = path.increment(rows, ha).to(device=x.device, dtype=x.dtype)
@@ -181,7 +193,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             path.advance(acc_rows, ha[ok], w[ok_x])
             accepted[acc_rows] += 1
             rejected[rows[~ok]] += 1
-            h[rows] = h_new
+            h[rows] = _on_grid(h_new, ctrl.h_min)
             done = t <= t_end
             h[done] = 0.0
             if callback is not None:
