@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -48,7 +47,7 @@ def cmd_train(args) -> int:
     config = args.config
     if config is None and (workdir / "config.yaml").is_file():
         config = workdir / "config.yaml"  # resuming: the run's own config
-        print(f"{prog}: using {config}", file=sys.stderr)
+        print(f"{prog}: using {config}")
     try:
         cfg = load_config(config, args.set)
     except ConfigError as e:
