@@ -69,7 +69,8 @@ def main() -> int:
              "|---|---:|---:|---:|---:|"]
     for th in a.threads:
         ips, n = throughput(a.config, a.steps, th, a.data, a.device)
-        row = f"| {a.config.relative_to(ROOT) if a.config.is_absolute() else a.config} | {n / 1e6:.2f}M | {th} | {a.steps} | {ips:.0f} |"
+        name = a.config.relative_to(ROOT) if a.config.is_absolute() else a.config
+        row = f"| {name} | {n / 1e6:.2f}M | {th} | {a.steps} | {ips:.0f} |"
         print(row, flush=True)
         lines.append(row)
     lines += ["", "## Parameter counts of the paper-size networks (3 channels, 32x32)", "",

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import SDES
 
 import scoresde as s
 from scoresde.brownian import NoiseSource, SampleStreams
@@ -13,7 +14,6 @@ from scoresde.quality import mixture_report
 from scoresde.samplers import sample
 from scoresde.samplers.adaptive import error_norm, ggf_sample, sample_ggf
 from scoresde.samplers.controller import ControllerState, GGFController, PIDController
-from helpers import SDES
 
 F64 = torch.float64
 
@@ -358,7 +358,7 @@ def test_a_run_leaves_its_controller_as_it_was():
         for n, h_min in ((6, 0.05), (3, None), (6, 0.05)):
             steps = []
 
-            def rec(d):
+            def rec(d, steps=steps):
                 ok = d["accepted"]
                 steps.append((d["t"][d["rows"][ok]] - d["t_next"][d["rows"][ok]], d["t_next"][d["rows"][ok]]))
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from scoresde.brownian import NoiseSource, sample_seed
+from scoresde.brownian import BrownianPath, NoiseSource, SampleStreams, sample_seed
 
 F64 = torch.float64
 SEED, SHAPE, DRAWS = 1234, (3, 2), 40  # 40 draws > 2.5 blocks of 16
@@ -101,7 +101,6 @@ def test_empty_batch():
 
 
 # ---- per-sample side streams and the re-queryable Brownian path ----------------------------
-from scoresde.brownian import BrownianPath, SampleStreams
 
 
 def test_side_stream_seeds():

@@ -12,7 +12,6 @@ import scoresde as s
 from scoresde.cli import main
 from scoresde.samplers import ode_sample, pc_sample, sample
 
-
 TOY_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "toy_gmm.yaml")
 
 

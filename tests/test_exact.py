@@ -6,12 +6,19 @@ import math
 
 import pytest
 import torch
+from helpers import SDES
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from scoresde.exact import (EmpiricalDistribution, ExactScoreModel, Gaussian, GaussianMixture, ProblemError,
-                            builtin_problems, load_problem)
+from scoresde.exact import (
+    EmpiricalDistribution,
+    ExactScoreModel,
+    Gaussian,
+    GaussianMixture,
+    ProblemError,
+    builtin_problems,
+    load_problem,
+)
 from scoresde.sde import VESDE
-from helpers import SDES
 
 F64 = torch.float64
 

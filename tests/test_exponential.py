@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import SDES, assert_batch_invariant, count_exact_calls, slope
 
 import scoresde as s
 from scoresde.brownian import NoiseSource
@@ -12,8 +13,6 @@ from scoresde.parameterization import NetworkModel
 from scoresde.samplers import ddim, dpmpp_2m, edm_heun, etd_erk, etd_erk_1, etd_erk_2, etd_erk_3, make_grid, seeds
 from scoresde.samplers.edm import edm_step
 from scoresde.samplers.exponential import TABLEAUX, ddim_step, exponential_step, exponential_tableau
-
-from helpers import SDES, assert_batch_invariant, count_exact_calls, slope
 
 F64 = torch.float64
 

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import SDES
 
 import scoresde as s
 from scoresde.likelihood import (
@@ -21,8 +22,6 @@ from scoresde.likelihood import (
     log_likelihood,
     round_trip,
 )
-from helpers import SDES
-
 
 
 def mixture16() -> s.GaussianMixture:
@@ -156,7 +155,8 @@ def test_bits_per_dim_offsets_and_hand_computation():
     d = 784
     assert bpd_offset("[0,1]") == 8.0 and bpd_offset("[-1,1]") == 7.0
     assert float(bits_per_dim_from_logp(torch.zeros(1, dtype=torch.float64), d, "[0,1]")) == pytest.approx(8.0, abs=1e-12)
-    assert float(bits_per_dim_from_logp(torch.full((1,), -d * math.log(2), dtype=torch.float64), d, "[-1,1]")) == pytest.approx(8.0, abs=1e-12)
+    one_bit_per_dim = torch.full((1,), -d * math.log(2), dtype=torch.float64)
+    assert float(bits_per_dim_from_logp(one_bit_per_dim, d, "[-1,1]")) == pytest.approx(8.0, abs=1e-12)
 
     # 8-bit images through a model whose density is known in closed form (zero score, VP)
     g = torch.Generator().manual_seed(2)

@@ -7,8 +7,18 @@ import math
 import pytest
 import torch
 
-from scoresde.nets import (NCSN, NCSNv2, UNet, build_paper_net, count_parameters, downsample_2d, fir_kernel,
-                           paper_configs, upfirdn2d, upsample_2d)
+from scoresde.nets import (
+    NCSN,
+    NCSNv2,
+    UNet,
+    build_paper_net,
+    count_parameters,
+    downsample_2d,
+    fir_kernel,
+    paper_configs,
+    upfirdn2d,
+    upsample_2d,
+)
 from scoresde.parameterization import NetworkModel, discrete_index, noise_level, scaled_time
 from scoresde.sde import VESDE, VPSDE
 

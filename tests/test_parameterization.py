@@ -5,13 +5,23 @@ import itertools
 
 import pytest
 import torch
+from helpers import SDES
 
 from scoresde._tensor import like
 from scoresde.exact import ExactScoreModel, Gaussian, GaussianMixture
-from scoresde.parameterization import (PREDICTIONS, DenoiserModel, NetworkModel, continuous_time, convert,
-                                       discrete_index, log_noise_level, noise_level, scaled_time, to_denoiser)
+from scoresde.parameterization import (
+    PREDICTIONS,
+    DenoiserModel,
+    NetworkModel,
+    continuous_time,
+    convert,
+    discrete_index,
+    log_noise_level,
+    noise_level,
+    scaled_time,
+    to_denoiser,
+)
 from scoresde.sde import VESDE, VPSDE
-from helpers import SDES
 
 F64 = torch.float64
 

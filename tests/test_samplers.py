@@ -5,17 +5,25 @@ import math
 
 import pytest
 import torch
+from helpers import SDES, slope
 
 import scoresde as s
 from scoresde.brownian import NoiseSource
-from scoresde.quality import mixture_report
 from scoresde.parameterization import NetworkModel
-from scoresde.samplers import (ancestral_sampling, annealed_langevin, euler_maruyama, langevin, ode_sample,
-                               pc_sample, reverse_diffusion, sample)
+from scoresde.quality import mixture_report
+from scoresde.samplers import (
+    ancestral_sampling,
+    annealed_langevin,
+    euler_maruyama,
+    langevin,
+    ode_sample,
+    pc_sample,
+    reverse_diffusion,
+    sample,
+)
 from scoresde.samplers.pc import default_snr
 from scoresde.schedules import uniform_time
 from scoresde.sde import SigmaSDE
-from helpers import SDES, slope
 
 F64 = torch.float64
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import SDES
 
 from scoresde.schedules import edm_rho, log_snr_uniform, quadratic_time, uniform_time
 from scoresde.sde import VPSDE
-from helpers import SDES
 
 F64 = torch.float64
 GRIDS = {"uniform": uniform_time, "quadratic": quadratic_time, "log_snr": log_snr_uniform, "edm": edm_rho}

@@ -6,10 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from scoresde.sde import (SDE, BetaSDE, DDPMChain, DiscreteForm, Discretized, SigmaSDE, SMLDChain, SubVPSDE,
-                          VESDE, VPSDE)
 from helpers import SDES, slope
+
+from scoresde.sde import SDE, VESDE, VPSDE, BetaSDE, DDPMChain, DiscreteForm, Discretized, SigmaSDE, SMLDChain, SubVPSDE
 
 F64 = torch.float64
 

@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
+from helpers import SDES, assert_batch_invariant, count_exact_calls, slope
 
 import scoresde as s
 from scoresde.brownian import NoiseSource
 from scoresde.samplers import ancestral_sampling, ddim, etd_erk, make_grid, pc_sample, seeds, seeds_1, seeds_2, seeds_3
 from scoresde.samplers.exponential import TABLEAUX, ExponentialTableau, exponential_step, exponential_tableau
-
-from helpers import SDES, assert_batch_invariant, count_exact_calls, slope
 
 F64 = torch.float64
 

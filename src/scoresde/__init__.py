@@ -3,7 +3,7 @@ from .brownian import BrownianPath, NoiseSource, SampleStreams, sample_seed
 from .exact import EmpiricalDistribution, ExactScoreModel, Gaussian, GaussianMixture, load_problem
 from .likelihood import bits_per_dim, decode, encode, log_likelihood, round_trip
 from .parameterization import DenoiserModel, NetworkModel, ScoreModel, convert, to_denoiser
-from .sde import SDE, DDPMChain, SMLDChain, SubVPSDE, VESDE, VPSDE
+from .sde import SDE, VESDE, VPSDE, DDPMChain, SMLDChain, SubVPSDE
 
 __version__ = "0.1.0"
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -157,7 +157,7 @@ class GaussianMixture:
         return (x, k) if return_labels else x
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "GaussianMixture":
+    def from_json(cls, path: str | Path) -> GaussianMixture:
         """Read ``{"weights": [...], "means": [[...], ...], "stds": [...]}``."""
         path = Path(path)
         if not path.exists():

@@ -157,7 +157,7 @@ class DiscreteForm(Discretized):
     """Mixin of a :class:`Discretized` SDE that is the N -> infinity limit of a discrete chain."""
 
     @abstractmethod
-    def discrete(self) -> "SMLDChain | DDPMChain":
+    def discrete(self) -> SMLDChain | DDPMChain:
         """score_sde_pytorch's discrete form with N steps."""
 
 
@@ -197,7 +197,7 @@ class VESDE(SDE, DiscreteForm):
     def corrector_alpha(self, t: Tensor | float) -> Tensor:
         return torch.ones_like(_t(t))
 
-    def discrete(self) -> "SMLDChain":
+    def discrete(self) -> SMLDChain:
         """score_sde_pytorch's discrete form: N geometric noise levels from sigma_min to sigma_max."""
         return SMLDChain(self.sigma_min, self.sigma_max, self.N)
 
@@ -258,7 +258,7 @@ class VPSDE(BetaSDE, DiscreteForm):
         beta_i = -torch.expm1(2 * log_ratio)
         return (like(torch.exp(log_ratio), x) - 1) * x, torch.sqrt(beta_i)
 
-    def discrete(self) -> "DDPMChain":
+    def discrete(self) -> DDPMChain:
         """score_sde_pytorch's discrete form: DDPM with beta_i linear from beta_min/N to beta_max/N."""
         return DDPMChain(self.beta_min, self.beta_max, self.N)
 

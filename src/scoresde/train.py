@@ -20,7 +20,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, check_training_state, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    check_training_state,
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from .config import Config, build_loss, build_model, build_net, build_sde, config_to_dict
 from .ema import EMA
 from .losses import draw
@@ -192,7 +199,8 @@ class Trainer:
         n, b = self.data.shape[0], self.cfg.training.batch_size
         per_epoch = n // b
         epoch, j = divmod(step, per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.cfg.training.seed, TRAIN_PERMUTATION, epoch)))
+        g = torch.Generator().manual_seed(derive_seed(self.cfg.training.seed, TRAIN_PERMUTATION, epoch))
+        perm = torch.randperm(n, generator=g)
         return perm[j * b:(j + 1) * b]
 
     def lr_at(self, step: int) -> float:

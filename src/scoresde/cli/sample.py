@@ -6,8 +6,19 @@ import sys
 import time
 from pathlib import Path
 
-from .args import (CLIError, add_sampler_arguments, add_sde_arguments, check_out, make_sde, positive, seed,
-                   sampler_options, samplers_epilog, save_npz, sde_arguments_given)
+from .args import (
+    CLIError,
+    add_sampler_arguments,
+    add_sde_arguments,
+    check_out,
+    make_sde,
+    positive,
+    sampler_options,
+    samplers_epilog,
+    save_npz,
+    sde_arguments_given,
+    seed,
+)
 
 __all__ = ["register"]
 

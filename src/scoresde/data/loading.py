@@ -1,8 +1,8 @@
 """Loading by name and batching: get_dataset dispatches on a data-set name; batches is a seeded batch iterator."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import Tensor

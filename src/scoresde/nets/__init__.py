@@ -5,12 +5,19 @@ from typing import Any
 
 from torch import nn
 
-from .mlp import MLP
 from .embeddings import fourier_features, sinusoidal_embedding
 from .layers import count_parameters, downsample_2d, fir_kernel, upfirdn2d, upsample_2d
-from .unet import (UNET_PAPER_CONFIGS, UNet, ddpm_cifar10, ddpmpp_cifar10, ddpmpp_deep_cifar10, ncsnpp_cifar10,
-                   ncsnpp_deep_cifar10)
+from .mlp import MLP
 from .ncsn import NCSN, NCSN_PAPER_CONFIGS, NCSNv2, RefineNet
+from .unet import (
+    UNET_PAPER_CONFIGS,
+    UNet,
+    ddpm_cifar10,
+    ddpmpp_cifar10,
+    ddpmpp_deep_cifar10,
+    ncsnpp_cifar10,
+    ncsnpp_deep_cifar10,
+)
 
 __all__ = [
     "MLP", "fourier_features", "sinusoidal_embedding",

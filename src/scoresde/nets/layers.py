@@ -8,7 +8,7 @@ zero-padded, as in those papers.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

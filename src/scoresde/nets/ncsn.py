@@ -23,7 +23,8 @@ Any spatial size works (odd sizes after mean-pooling are handled by the bilinear
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -29,14 +29,25 @@ The network returns raw values; a VE model that "scales by sigma" uses the predi
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import (SQRT2, AttnBlock, BigGANResBlock, Combine, DDPMResBlock, Downsample, TimeEmbedding, Upsample,
-                     conv3x3, group_norm)
+from .layers import (
+    SQRT2,
+    AttnBlock,
+    BigGANResBlock,
+    Combine,
+    DDPMResBlock,
+    Downsample,
+    TimeEmbedding,
+    Upsample,
+    conv3x3,
+    group_norm,
+)
 
 __all__ = ["UNet", "UNET_PAPER_CONFIGS", "ddpm_cifar10", "ddpmpp_cifar10", "ddpmpp_deep_cifar10",
            "ncsnpp_cifar10", "ncsnpp_deep_cifar10"]

@@ -8,11 +8,28 @@ from .base import SampleResult, sample
 from .common import GRIDS, make_grid
 from .controller import ControllerState, GGFController, PIDController, StepSizeController
 from .edm import edm_heun
-from .exponential import (TABLEAUX, ExponentialTableau, ddim, dpmpp_2m, etd_erk, etd_erk_1, etd_erk_2, etd_erk_3,
-                          exponential_step, exponential_tableau)
+from .exponential import (
+                          TABLEAUX,
+                          ExponentialTableau,
+                          ddim,
+                          dpmpp_2m,
+                          etd_erk,
+                          etd_erk_1,
+                          etd_erk_2,
+                          etd_erk_3,
+                          exponential_step,
+                          exponential_tableau,
+)
 from .ode import ODE_METHODS, ode_sample, probability_flow
-from .pc import (ancestral_sampling, annealed_langevin, default_snr, euler_maruyama, langevin, pc_sample,
-                 reverse_diffusion)
+from .pc import (
+                          ancestral_sampling,
+                          annealed_langevin,
+                          default_snr,
+                          euler_maruyama,
+                          langevin,
+                          pc_sample,
+                          reverse_diffusion,
+)
 from .seeds import seeds, seeds_1, seeds_2, seeds_3
 
 __all__ = ["SampleResult", "sample", "pc_sample", "ode_sample", "probability_flow", "ODE_METHODS",

@@ -81,8 +81,9 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
 
 def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams, *, rtol: float = 0.05,
                atol: float | None = None, h_init: float = 0.01, norm: Norm = "l2_scaled", extrapolate: bool = True,
-               drift_error_only: bool = False, noise_mode: NoiseMode = "bridge", controller: StepSizeController | None = None,
-               factor_max: float | None = 10.0, h_min: float | None = None, max_steps: int | None = None, t_end: float | None = None,
+               drift_error_only: bool = False, noise_mode: NoiseMode = "bridge",
+               controller: StepSizeController | None = None, factor_max: float | None = 10.0,
+               h_min: float | None = None, max_steps: int | None = None, t_end: float | None = None,
                denoise: bool = True, progress: bool = False,
                callback: Callable[[dict[str, Any]], None] | None = None) -> SampleResult:
     """Adaptive SDE solver of Gotta Go Fast (Jolicoeur-Martineau et al. 2021, Algorithm 1), from x_T at T to t_end.

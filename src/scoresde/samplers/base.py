@@ -14,8 +14,9 @@ Every sampler ``sampler(model, x_T, noise, **options) -> SampleResult``:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -19,8 +19,8 @@ with the rules shared by every controller:
 The floor of a run is the larger of the controller's own ``h_min`` and the ``h_min`` given to ``init``.
 
 :class:`GGFController` is the rule of Jolicoeur-Martineau et al. (2021, "Gotta Go Fast", Algorithm 1):
-h <- theta h E^(-r) (optionally with a growth cap ``factor_max``). :class:`PIDController` is a PID step-size controller (Soederlind 2002/2003, in
-the form used by diffrax): h <- safety h E_n^(-b1/k) E_(n-1)^(-b2/k) E_(n-2)^(-b3/k).
+h <- theta h E^(-r) (optionally with a growth cap ``factor_max``). :class:`PIDController` is a PID step-size
+controller (Soederlind 2002/2003, in the form used by diffrax): h <- safety h E_n^(-b1/k) E_(n-1)^(-b2/k) E_(n-2)^(-b3/k).
 """
 from __future__ import annotations
 

@@ -71,8 +71,20 @@ from .._tensor import like
 from ..brownian import NoiseSource
 from ..parameterization import ScoreModel
 from .base import SampleResult
-from .common import (Draw, check_prediction, check_steps, coefs, declare_orders, fixed_order, make_grid, noise_draw,
-                     phi1, phi2, psi, run_steps)
+from .common import (
+    Draw,
+    check_prediction,
+    check_steps,
+    coefs,
+    declare_orders,
+    fixed_order,
+    make_grid,
+    noise_draw,
+    phi1,
+    phi2,
+    psi,
+    run_steps,
+)
 
 __all__ = ["TABLEAUX", "WEIGHTS", "ExponentialTableau", "ddim", "ddim_step", "dpmpp_2m", "etd_erk", "etd_erk_1",
            "etd_erk_2", "etd_erk_3", "exponential_sample", "exponential_step", "exponential_tableau"]

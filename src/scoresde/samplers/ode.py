@@ -10,7 +10,8 @@ reports each step (bar: steps); dopri5 reports each attempt, accepted or rejecte
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor

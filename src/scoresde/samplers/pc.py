@@ -12,7 +12,8 @@ Euler-Maruyama and alpha_i = 1.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -88,8 +89,8 @@ def ancestral_sampling(model: ScoreModel, x: Tensor, t: Tensor, t_next: Tensor, 
 def langevin(model: ScoreModel, x: Tensor, t: Tensor, z: Tensor, snr: float) -> tuple[Tensor, Tensor]:
     """Langevin corrector step with target signal-to-noise ratio (Song et al. Algorithm 5).
 
-    langevin_step = 2 alpha_i (snr ||z|| / ||score||)^2, x <- x + langevin_step score + sqrt(2 langevin_step) z. As in score_sde_pytorch,
-    the two norms are averaged over the batch: with per-sample norms the step explodes where
+    langevin_step = 2 alpha_i (snr ||z|| / ||score||)^2, x <- x + langevin_step score + sqrt(2 langevin_step) z.
+    As in score_sde_pytorch, the two norms are averaged over the batch: with per-sample norms the step explodes where
     ||score|| -> 0 at a mode. This makes the step size, and so each sample, depend on its batch.
     """
     score = model.score(x, t)

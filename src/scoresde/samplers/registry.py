@@ -17,8 +17,8 @@ from ..brownian import NOISE_MODES
 from . import pc
 from .adaptive import ERROR_NORMS, ggf_sample
 from .base import SampleResult
-from .edm import edm_heun
 from .common import GRIDS
+from .edm import edm_heun
 from .exponential import ddim, dpmpp_2m, etd_erk
 from .ode import ODE_METHODS, ode_sample
 from .seeds import seeds
