@@ -98,7 +98,7 @@ def test_encode_problem_round_trip(tmp_path, capsys):
     (["likelihood", "--problem", "gmm8", "--data", "missing.npy"], "--data file not found"),
     (["likelihood", "--problem", "gmm8", "--data", "bad.npy"], "the problem needs (N, 2)"),
     (["likelihood", "--problem", "gmm8", "--num", "3", "--eps", "2"], "--t-end must be < T"),
-    (["likelihood", "--problem", "gmm8", "--out", "x.txt"], "must end in .npz"),
+    (["likelihood", "--problem", "gmm8", "--out", "x.txt"], "ending in .npz"),
     (["likelihood", "--problem", "gmm8", "--workdir", "w"], "exactly one of --problem"),
     (["likelihood", "--workdir", "nowhere"], "no checkpoint"),
     (["likelihood", "--workdir", "nowhere", "--sde", "ve"], "--sde does not apply to --workdir"),

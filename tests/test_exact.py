@@ -267,7 +267,7 @@ def test_from_json_round_trip(tmp_path):
     ({**VALID, "weights": [1.0]}, "as many weights, means and stds"),
     ({**VALID, "stds": [0.1, -0.3]}, "stds must be finite and >= 0"),
     ({**VALID, "means": [[0.0, 1.0], [2.0]]}, "means"),
-    ({**VALID, "means": [0.0, 1.0]}, "means must be a list of equal-length lists"),
+    ({**VALID, "means": [0.0, 1.0]}, "means must hold numbers \\(lists of numbers for means\\)"),
     ({**VALID, "weights": ["a", "b"]}, "numbers"),
 ])
 def test_from_json_rejects_malformed_files(tmp_path, content, match):

@@ -67,7 +67,7 @@ class TrainingConfig:
     n_iters: int = 2000
     lr: float = 2e-4
     warmup: int = 100
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0          # <= 0: no clipping (score_sde_pytorch writes -1)
     weight_decay: float = 0.0
     ema_rate: float = 0.999
     ema_warmup: bool = True         # decay = min(rate, (1 + step) / (10 + step)): useful for short runs
@@ -116,7 +116,7 @@ _CHOICES = {
 _POSITIVE = {("training", k) for k in ("batch_size", "n_iters", "lr", "log_every", "snapshot_every",
                                        "keep_checkpoints")} | {("sampling", "num")} \
     | {("sde", k) for k in ("sigma_min", "sigma_max", "N", "beta_max")} | {("data", "num_points")}
-_NONNEGATIVE = {("training", k) for k in ("weight_decay", "grad_clip", "warmup", "sample_every", "t_min", "seed")} \
+_NONNEGATIVE = {("training", k) for k in ("weight_decay", "warmup", "sample_every", "t_min", "seed")} \
     | {("sde", k) for k in ("beta_min", "t_end")} | {("sampling", "seed")}
 
 
