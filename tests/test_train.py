@@ -245,8 +245,67 @@ def test_kill_9_mid_run_then_restart_continues_exactly(tmp_path):
     assert f"resuming from step {killed_at}" in r.stdout
     r = subprocess.run(cmd(tmp_path / "clean"), env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    # the log of the resumed run holds every logged step once (the killed run's rows after step 40 are gone)
+    steps = [int(r.split(",")[0]) for r in (tmp_path / "killed" / "log.csv").read_text().splitlines()[1:]]
+    clean = [int(r.split(",")[0]) for r in (tmp_path / "clean" / "log.csv").read_text().splitlines()[1:]]
+    assert steps == clean
     a = load_checkpoint(tmp_path / "killed" / "checkpoints" / "ckpt_240.pt")
     b = load_checkpoint(tmp_path / "clean" / "checkpoints" / "ckpt_240.pt")
     for k in b["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
         torch.testing.assert_close(a["ema"]["shadow"][k], b["ema"]["shadow"][k], rtol=0, atol=0, msg=k)
+
+
+def test_unwritable_checkpoints_lose_no_training(tmp_path, monkeypatch, capsys):
+    """Snapshots that cannot be written warn and training goes on; the next one that can be written holds the
+    same state as an undisturbed run's. A final snapshot that fails is rescued to a file the error names."""
+    import scoresde.train as train_mod
+
+    ref = Trainer(_cfg(), tmp_path / "ref", progress=False)
+    ref.train()
+    real = train_mod.save_checkpoint
+    failing = {4, 8}
+
+    def flaky(state, directory, step, keep=3):
+        if step in failing and "scoresde-rescue" not in str(directory):
+            raise OSError(30, "Read-only file system")
+        return real(state, directory, step, keep)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", flaky)
+    tr = Trainer(_cfg(), tmp_path / "run", progress=False)
+    tr.train()
+    err = capsys.readouterr().err
+    assert err.count("cannot write the checkpoint of step") == 2
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [12]
+    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "ckpt_12.pt")
+    b = load_checkpoint(tmp_path / "ref" / "checkpoints" / "ckpt_12.pt")
+    for k in b["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+
+    failing.update(range(100))  # nothing can be written any more: the final state goes to a rescue file
+    tr = Trainer(_cfg(), tmp_path / "run2", progress=False)
+    from scoresde.train import TrainingError
+
+    with pytest.raises(TrainingError, match="saved as") as e:
+        tr.train()
+    rescued = load_checkpoint(str(e.value).split("saved as ")[1].split(":")[0])
+    assert rescued["step"] == 12
+    for k in b["model"]:
+        torch.testing.assert_close(rescued["model"][k], b["model"][k], rtol=0, atol=0)
+
+
+def test_workdir_guards(tmp_path):
+    """A half-written checkpoint is cleaned up; a log without checkpoints is not silently overwritten."""
+    from scoresde.train import TrainingError
+
+    w = tmp_path / "w"
+    (w / "checkpoints").mkdir(parents=True)
+    (w / "checkpoints" / ".ckpt_4.pt.tmp123").write_bytes(b"")
+    Trainer(_cfg(training={"n_iters": 4}), w, progress=False).train()
+    assert not list((w / "checkpoints").glob(".ckpt_*"))
+    for p in (w / "checkpoints").iterdir():
+        p.unlink()
+    with pytest.raises(TrainingError, match="records a run up to step 4"):
+        Trainer(_cfg(training={"n_iters": 4}), w, progress=False)
+    Trainer(_cfg(training={"n_iters": 4}), w, progress=False, restart=True).train()
+    assert (w / "log.csv.old").is_file() and (w / "checkpoints" / "ckpt_4.pt").is_file()

@@ -188,8 +188,13 @@ class Trainer:
             print(f"scoresde train: warning: cannot write the checkpoint of step {self.step} in {self.ckpt_dir} "
                   f"({reason}); training goes on and the next snapshot tries again", file=sys.stderr)
             return
-        rescue = Path(tempfile.mkdtemp(prefix="scoresde-rescue-"))
-        path = save_checkpoint(self.state_dict(), rescue, self.step, 1)
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix="scoresde-rescue-"))
+            path = save_checkpoint(self.state_dict(), rescue, self.step, 1)
+        except OSError as e:
+            raise TrainingError(f"cannot write the final checkpoint in {self.ckpt_dir} ({reason}), nor in the "
+                                f"temporary folder ({e.strerror or e}): the steps since the last checkpoint are "
+                                "lost") from None
         raise TrainingError(f"cannot write the final checkpoint in {self.ckpt_dir} ({reason}); the state of step "
                             f"{self.step} is saved as {path}: copy it into {self.ckpt_dir} and run again")
 
