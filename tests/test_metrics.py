@@ -1,6 +1,8 @@
 """Frechet distance and KID against closed forms; the offline MNIST judge tells real digits from damaged ones."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -57,3 +59,43 @@ def test_digit_judge_separates_real_from_damaged_digits():
     assert blank.class_tv > 0.8 and blank.digit_is < 1.5  # one class for every image
     with pytest.raises(ValueError, match="28, 28"):
         digit_report(torch.zeros(4, 1, 8, 8), net)
+
+
+def test_kid_equals_the_kernel_formula_on_point_masses():
+    """Two point masses a and b: every subset's unbiased MMD^2 is k(a, a) + k(b, b) - 2 k(a, b), exactly."""
+    a, b = np.array([0.3, -1.0, 2.0]), np.array([1.0, 0.5, -0.5])
+    k = lambda u, v: (u @ v / 3 + 1) ** 3  # noqa: E731
+    mean, std = kernel_inception_distance(np.tile(a, (50, 1)), np.tile(b, (40, 1)), subsets=5, subset_size=30)
+    assert mean == pytest.approx(k(a, a) + k(b, b) - 2 * k(a, b), rel=1e-12) and std == pytest.approx(0, abs=1e-9)
+
+
+def test_inception_score_limits():
+    from scoresde.metrics import inception_score
+
+    K = 10
+    confident = np.full((1000, K), -50.0)
+    confident[np.arange(1000), np.arange(1000) % K] = 50.0  # balanced one-hot predictions
+    mean, std = inception_score(confident, splits=10)
+    assert mean == pytest.approx(K, rel=1e-9) and std == pytest.approx(0, abs=1e-9)
+    assert inception_score(np.random.default_rng(0).normal(size=(1, K)).repeat(500, 0), splits=5)[0] == \
+        pytest.approx(1.0, abs=1e-12)
+    # two classes, each image 90 % sure: IS = exp(KL) with p(y) = (1/2, 1/2)
+    p = np.where(np.arange(400)[:, None] % 2 == np.arange(2)[None, :], 0.9, 0.1)
+    want = math.exp(0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5))
+    assert inception_score(np.log(p), splits=4)[0] == pytest.approx(want, rel=1e-12)
+
+
+def test_precision_recall_known_values():
+    from scoresde.metrics import knn_radii, precision_recall
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    assert precision_recall(x, x.copy()) == (1.0, 1.0)
+    assert precision_recall(x, x + 100.0) == (0.0, 0.0)
+    # points on a line at 0, 1, ..., 9: the 3rd neighbour is 2 away, 3 at the two ends
+    line = np.arange(10.0)[:, None]
+    assert knn_radii(line, k=3).tolist() == [3, 2, 2, 2, 2, 2, 2, 2, 2, 3]
+    # fake = half on the real line (0..4), half far away: precision 1/2; within the fake set the end point 4
+    # has radius 3, so the fake manifold covers the real points 0..7: recall 8/10
+    fake = np.concatenate([np.arange(5.0), 100 + np.arange(5.0)])[:, None]
+    assert precision_recall(line, fake) == (0.5, pytest.approx(0.8))

@@ -1,4 +1,5 @@
-"""Sample-quality measures: Frechet distance and KID between feature sets, and the offline MNIST judge."""
+"""Sample-quality measures on any features: Frechet distance, KID, Inception Score, precision / recall;
+and the offline MNIST judge."""
 from .digits import (
            DigitClassifier,
            DigitReport,
@@ -7,6 +8,8 @@ from .digits import (
            train_digit_classifier,
 )
 from .frechet import frechet_distance, gaussian_stats, kernel_inception_distance
+from .inception_score import inception_score
+from .manifold import knn_radii, precision_recall
 
 __all__ = [
            "DigitClassifier",
@@ -14,7 +17,10 @@ __all__ = [
            "digit_report",
            "frechet_distance",
            "gaussian_stats",
+           "inception_score",
            "kernel_inception_distance",
+           "knn_radii",
+           "precision_recall",
            "load_digit_classifier",
            "train_digit_classifier",
 ]

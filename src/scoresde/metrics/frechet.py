@@ -36,7 +36,12 @@ def _psd_sqrt(c: np.ndarray) -> np.ndarray:
 
 def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subsets: int = 10, subset_size: int = 500,
                               seed: int = 0) -> tuple[float, float]:
-    """Unbiased MMD^2 with the cubic kernel (x.y/d + 1)^3 over random subsets: (mean, std over subsets)."""
+    """Unbiased MMD^2 with the cubic kernel (x.y/d + 1)^3 over random subsets: (mean, std over subsets).
+
+    The convention of torch-fidelity and Binkowski et al. (2018): ``subsets`` draws of ``subset_size``
+    points from each set, each drawn without replacement; the unbiased estimate (diagonals left out of the
+    within-set terms) is averaged over the subsets.
+    """
     f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
     d = f1.shape[1]
     m = min(subset_size, len(f1), len(f2))
