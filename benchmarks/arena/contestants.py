@@ -49,11 +49,13 @@ class Ours:
 
 
 NO_DENOISE = {"denoise": False}
+#: PC ends on its last noisy state too (not score_sde_pytorch's noise-free last mean)
+PC_END = {"final_mean": False, **NO_DENOISE}
 
 #: scoresde's samplers in the arena
 SCORESDE = (
-    Ours("em", "pc", {"predictor": "euler_maruyama", "corrector": "none", **NO_DENOISE}, "Euler-Maruyama, uniform t"),
-    Ours("pc", "pc", {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.01, **NO_DENOISE},
+    Ours("em", "pc", {"predictor": "euler_maruyama", "corrector": "none", **PC_END}, "Euler-Maruyama, uniform t"),
+    Ours("pc", "pc", {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.01, **PC_END},
          "reverse diffusion + Langevin (snr 0.01, batch-averaged norms), uniform t", nfe_per_step=2),
     *(Ours(f"seeds-{k}", f"seeds{k}", {"grid": "logsnr", "eta": 1.0, **NO_DENOISE}, f"SEEDS-{k}, eta 1, log-SNR grid",
            nfe_per_step=k) for k in (1, 2, 3)),

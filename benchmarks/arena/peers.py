@@ -83,8 +83,8 @@ class KdFixed:
             if self.tree:
                 ns = kd.BrownianTreeNoiseSampler(x, smin * (1 - 1e-6), smax * (1 + 1e-6), seed=ctx.peer_seed)
             else:  # disjoint intervals: independent per-sample seeded draws have the Brownian tree's law
-                noise = ctx.noise
-                ns = lambda s, s_next: noise.draw()
+                def ns(s, s_next, noise=ctx.noise):
+                    return noise.draw()
             return Run(fn(to_denoiser(m), x, sig, disable=True, noise_sampler=ns), smin)
 
         return Contestant(self.name, "k-diffusion", self.note, run, "steps", self.nfe_per_step)
