@@ -89,6 +89,9 @@ class ScoreModel:
     or :meth:`eps`.
     """
 
+    #: network evaluations one call costs (2 for classifier-free guidance: a conditional and an unconditional one)
+    evaluations_per_call: int = 1
+
     def __init__(self, sde: SDE, prediction: Prediction):
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r}; expected one of {', '.join(PREDICTIONS)}")
@@ -109,9 +112,9 @@ class ScoreModel:
         return self.predict(x, t), self.prediction
 
     def output(self, x: Tensor, t: Tensor | float, kind: Prediction) -> Tensor:
-        """The model's prediction at (x, t) converted to ``kind``; one function evaluation."""
+        """The model's prediction at (x, t) converted to ``kind``; one call (``evaluations_per_call`` NFE)."""
         t = as_time(t, x)
-        self.nfe += 1
+        self.nfe += self.evaluations_per_call
         raw, raw_kind = self.predict_for(x, t, kind)
         alpha, sigma = self.sde.marginal(t)
         return convert(raw, x, like(alpha, x), like(sigma, x), raw_kind, kind)

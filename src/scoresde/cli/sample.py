@@ -12,6 +12,7 @@ from .args import (
     add_sde_arguments,
     check_out,
     make_sde,
+    nonneg_int,
     positive,
     sampler_options,
     samplers_epilog,
@@ -58,6 +59,14 @@ def register(sub) -> None:
     src.add_argument("--t-end", "--eps", dest="t_end", type=positive(float),
                      help="end time of sampling (default 1e-5 VE, 1e-3 VP/sub-VP; --eps is the old name)")
 
+    cond = s.add_argument_group("class-conditional sampling (exact-score mixtures: the exact classifier)")
+    cond.add_argument("--class", dest="label", type=nonneg_int, metavar="K",
+                      help="sample component K of the mixture (K indexes its components, from 0)")
+    cond.add_argument("--guidance", type=_finite_float, metavar="W",
+                      help="guidance scale w (default 1: the conditional itself; 0: unconditional)")
+    cond.add_argument("--guidance-type", choices=["classifier", "cfg"],
+                      help="classifier: score + w grad log p(y|x); cfg: D_u + w (D_c - D_u) (default classifier)")
+
     run = s.add_argument_group("run")
     run.add_argument("--num", type=positive(int), default=1000, help="number of samples (default 1000)")
     run.add_argument("--seed", type=seed, default=0, help="run seed; sample i uses the per-sample seed (seed, i)")
@@ -95,6 +104,10 @@ def cmd_sample(args) -> int:
     except ProblemError as e:
         raise CLIError(f"{prog}: {e}") from None
     model = ExactScoreModel(problem, make_sde(args, prog))
+    if args.label is not None:
+        model, problem = _conditional(args, problem, model, prog)
+    elif args.guidance is not None or args.guidance_type is not None:
+        raise CLIError(f"{prog}: --guidance and --guidance-type need --class")
     options = sampler_options(args, args.sampler, prog)
     fn, kwargs = resolve(args.sampler, options)
     t0 = time.perf_counter()
@@ -158,6 +171,38 @@ def _sample_workdir(args, out: Path, prog: str) -> int:
         line += f"\nplot: {png}"
     print(line)
     return 0
+
+
+def _finite_float(s: str) -> float:
+    import math
+
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be finite, got {s}")
+    return v
+
+
+def _conditional(args, problem, model, prog: str):
+    """(guided model, the component it should sample) for --class K on a mixture problem."""
+    from ..exact import GaussianMixture
+    from ..guidance import ClassifierFreeGuidedModel, ClassifierGuidedModel, MixtureClassifier, mixture_component_model
+
+    if not isinstance(problem, GaussianMixture):
+        raise CLIError(f"{prog}: --class needs a mixture problem; {args.problem} has no classes")
+    k = args.label
+    if k >= problem.num_components:
+        raise CLIError(f"{prog}: --class {k}: {args.problem} has {problem.num_components} components "
+                       f"(0..{problem.num_components - 1})")
+    w = 1.0 if args.guidance is None else args.guidance
+    component = mixture_component_model(problem, k, model.sde)
+    if (args.guidance_type or "classifier") == "cfg":
+        guided = ClassifierFreeGuidedModel(model, component, w)
+    else:
+        guided = ClassifierGuidedModel(model, MixtureClassifier(problem, model.sde), k, w)
+    return guided, component.problem
 
 
 def cmd_problems(args) -> int:
