@@ -150,6 +150,25 @@ class GaussianMixture:
         out = (r * (1 - a[:, None] * gain)) @ self.means + (r * gain).sum(-1, keepdim=True) * xf
         return out.to(x.dtype).reshape(x.shape)
 
+    def condition(self, values: Tensor, mask: Tensor) -> GaussianMixture:
+        """The law of the coordinates where ``mask`` is 0 given ``values`` where it is 1, in closed form.
+
+        Components are isotropic, so the unknown coordinates of component k stay N(mu_kb, s_k^2 I) and only
+        the weights change: w_k' proportional to w_k N(values_a; mu_ka, s_k^2 I).
+        """
+        m = torch.as_tensor(mask, dtype=torch.bool).reshape(-1)
+        v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+        if m.shape[0] != self.dim or v.shape[0] != self.dim:
+            raise ValueError(f"values and mask need {self.dim} entries")
+        if not bool(m.any()) or bool(m.all()):
+            raise ValueError("the mask must mark some coordinates known and some unknown")
+        if bool((self.stds == 0).any()):
+            raise ValueError("conditioning needs components of positive std")
+        da = int(m.sum())
+        sq = ((v[m][None, :] - self.means[:, m]) ** 2).sum(-1)
+        logw = torch.log(self.weights) - 0.5 * sq / self.stds**2 - da * torch.log(self.stds)
+        return GaussianMixture(torch.softmax(logw, 0), self.means[:, ~m], self.stds)
+
     def sample(self, n: int, generator: torch.Generator | None = None, return_labels: bool = False):
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)

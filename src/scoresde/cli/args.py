@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CLIError", "Parser", "positive", "nonneg_int", "seed", "add_sde_arguments", "make_sde", "add_sampler_arguments",
-           "sampler_options", "save_npz", "check_out", "version"]
+           "sampler_options", "save_npz", "check_out", "version", "load_points"]
 
 
 class CLIError(Exception):
@@ -161,14 +161,17 @@ def _compact(names: list[str]) -> str:
     return ", ".join(out)
 
 
-def add_sampler_arguments(p: argparse.ArgumentParser, default_help: str) -> None:
+def add_sampler_arguments(p: argparse.ArgumentParser, default_help: str, only: tuple[str, ...] | None = None) -> None:
     """--sampler and every sampler option, from the registry; help says which samplers take each and their defaults."""
     from ..samplers.registry import OPTIONS, SAMPLERS
 
     g = p.add_argument_group("sampler (each option applies to the samplers named in brackets)")
-    g.add_argument("--sampler", choices=list(SAMPLERS), help=default_help)
+    names = [s for s in SAMPLERS if only is None or s in only]
+    g.add_argument("--sampler", choices=names, help=default_help)
     for name, opt in OPTIONS.items():
-        takers = [s for s, spec in SAMPLERS.items() if name in spec.options]
+        takers = [s for s in names if name in SAMPLERS[s].options]
+        if not takers:
+            continue
         text = f"[{_compact(takers)}]"
         helptext = f"{text} {opt.help} (default {_defaults_text(name, takers)})".replace("%", "%%")
         if opt.kind is bool:
@@ -246,3 +249,56 @@ def save_npz(out: Path, **arrays) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise CLIError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+# ---- point files --------------------------------------------------------------------------------
+#: the largest magnitude accepted in a point file (the ODE's step-size control underflows far beyond the data scale)
+MAX_DATA_MAGNITUDE = 1e6
+
+
+def load_points(path: str, dim: int, prog: str, flag: str = "--data"):
+    """An (N, dim) float64 tensor from a .npy, or an .npz holding `samples`; one line for anything else."""
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{prog}: {flag} file not found: {path}")
+    if not p.is_file():
+        raise CLIError(f"{prog}: {flag} {path} is not a file")
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if head != b"\x93NUMPY" and not zipfile.is_zipfile(p):
+        raise CLIError(f"{prog}: {flag} {path} is not a .npy or .npz file"
+                       f"{' (it is empty)' if not head else ''}")
+    try:
+        arr = np.load(p, allow_pickle=False)
+        if isinstance(arr, np.lib.npyio.NpzFile):
+            with arr:
+                keys = list(arr.keys())
+                if "samples" in keys:
+                    arr = arr["samples"]
+                elif len(keys) == 1:
+                    arr = arr[keys[0]]
+                else:
+                    raise CLIError(f"{prog}: {flag} {path} holds {', '.join(keys) or 'no arrays'}; expected an "
+                                   "array named samples")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "allow_pickle" in first:
+            first = "it holds Python objects, not numbers"
+        raise CLIError(f"{prog}: cannot read {flag} {path} ({first})") from None
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)) or arr.dtype == bool:
+        raise CLIError(f"{prog}: {flag} {path} must hold real numbers, got dtype {arr.dtype}")
+    arr = arr.reshape(arr.shape[0], -1) if arr.ndim > 2 else arr
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != dim:
+        raise CLIError(f"{prog}: {flag} {path} has shape {arr.shape}; the problem needs (N, {dim}) with N >= 1")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise CLIError(f"{prog}: {flag} {path} holds non-finite values")
+    if np.abs(arr).max() > MAX_DATA_MAGNITUDE:
+        raise CLIError(f"{prog}: {flag} {path} holds values beyond {MAX_DATA_MAGNITUDE:g} in magnitude "
+                       f"(max {np.abs(arr).max():.3g}); rescale the data")
+    return torch.from_numpy(arr)

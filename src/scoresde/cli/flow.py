@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .args import CLIError, add_sde_arguments, check_out, make_sde, positive, save_npz, seed
+from .args import CLIError, add_sde_arguments, check_out, load_points, make_sde, positive, save_npz, seed
 
 __all__ = ["register"]
 
@@ -131,63 +131,11 @@ def _flow_source(args, prog: str) -> _FlowSource:
     args.sde = args.sde or "vp"
     sde = make_sde(args, prog)
     if args.data is not None:
-        x = _load_points(args.data, problem.dim, prog)
+        x = load_points(args.data, problem.dim, prog)
     else:
         x = problem.sample(args.num or 1000, generator=torch.Generator().manual_seed(args.seed))
     x = x.reshape((x.shape[0],) + tuple(problem.shape))
     return _FlowSource(ExactScoreModel(problem, sde), x, problem=problem, label=f"{args.problem}, {args.sde}")
-
-
-#: the largest magnitude accepted in --data (the ODE's step-size control underflows far beyond the data scale)
-MAX_DATA_MAGNITUDE = 1e6
-
-
-def _load_points(path: str, dim: int, prog: str):
-    """An (N, dim) float64 tensor from a .npy, or an .npz holding `samples`; one line for anything else."""
-    import zipfile
-
-    import numpy as np
-    import torch
-
-    p = Path(path)
-    if not p.exists():
-        raise CLIError(f"{prog}: --data file not found: {path}")
-    if not p.is_file():
-        raise CLIError(f"{prog}: --data {path} is not a file")
-    with open(p, "rb") as f:
-        head = f.read(6)
-    if head != b"\x93NUMPY" and not zipfile.is_zipfile(p):
-        raise CLIError(f"{prog}: --data {path} is not a .npy or .npz file"
-                       f"{' (it is empty)' if not head else ''}")
-    try:
-        arr = np.load(p, allow_pickle=False)
-        if isinstance(arr, np.lib.npyio.NpzFile):
-            with arr:
-                keys = list(arr.keys())
-                if "samples" in keys:
-                    arr = arr["samples"]
-                elif len(keys) == 1:
-                    arr = arr[keys[0]]
-                else:
-                    raise CLIError(f"{prog}: --data {path} holds {', '.join(keys) or 'no arrays'}; expected an "
-                                   "array named samples")
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "allow_pickle" in first:
-            first = "it holds Python objects, not numbers"
-        raise CLIError(f"{prog}: cannot read --data {path} ({first})") from None
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)) or arr.dtype == bool:
-        raise CLIError(f"{prog}: --data {path} must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.reshape(arr.shape[0], -1) if arr.ndim > 2 else arr
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != dim:
-        raise CLIError(f"{prog}: --data {path} has shape {arr.shape}; the problem needs (N, {dim}) with N >= 1")
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise CLIError(f"{prog}: --data {path} holds non-finite values")
-    if np.abs(arr).max() > MAX_DATA_MAGNITUDE:
-        raise CLIError(f"{prog}: --data {path} holds values beyond {MAX_DATA_MAGNITUDE:g} in magnitude "
-                       f"(max {np.abs(arr).max():.3g}); rescale the data")
-    return torch.from_numpy(arr)
 
 
 def _workdir_source(args, prog: str) -> _FlowSource:
