@@ -35,7 +35,7 @@ from ode_range import out_of_range, train_short  # noqa: E402
 
 from scoresde.config import load_config  # noqa: E402
 from scoresde.train import Trainer  # noqa: E402
-from scoresde.workdir import load_training_data, sample_from, to_unit_range  # noqa: E402
+from scoresde.workdir import sample_from, to_unit_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "mnist_cpu.yaml"

@@ -83,7 +83,8 @@ def main() -> int:
     for name, r, nfe, o in rows:
         lines.append(f"| {name} | {r.n} | {nfe} | {r.fd:.2f} | {r.kid * 1e3:.1f} +- {r.kid_std * 1e3:.1f} | "
                      f"{r.digit_is:.2f} | {r.class_tv:.3f} | {r.confidence:.3f} | {o} |")
-    lines += ["", "Class histogram of the config's sampler's samples (digits 0..9): " + " ".join(f"{h:.3f}" for h in gen.class_hist),
+    hist = " ".join(f"{h:.3f}" for h in gen.class_hist)
+    lines += ["", "Class histogram of the config's sampler's samples (digits 0..9): " + hist,
               f"Judge accuracy on the held-out digits: {real.accuracy:.3f}"]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("\n".join(lines) + "\n")
