@@ -19,7 +19,12 @@ Shims (applied to the seed in memory, none change a parameter name or a forward 
 
 * ``op/`` compiles CUDA kernels at import: ``torch.utils.cpp_extension.load`` is stubbed (on CPU the
   seed itself uses its pure-PyTorch ``upfirdn2d_native``).
+* ``up_or_down_sampling.upsample_conv_2d`` (the fused FIR up-conv) writes ``w[..., ::-1, ::-1]``, which
+  torch refuses (negative step): the same flip with ``torch.flip``. (So the seed's PyTorch code cannot
+  run an NCSN++ with an FIR upsampling conv at all; no released config has one.)
 * ``ncsn_conv3x3(bias=False)`` scales ``conv.bias`` which is None: the scaling skips a missing bias.
+* ``ncsn_conv3x3(dilation=d)`` pads by 1, so the dilated stages shrink the feature maps and the
+  residual sums fail; NCSN / NCSNv2's own ``dilated_conv3x3`` pads by d: padding d for d > 1.
 * NCSNv2 / NCSN read ``config.data.channels`` (unset in its configs): set to ``data.num_channels``.
 * NCSN (v1)'s ``ConditionalResidualBlock`` defaults to ``dilation=None`` and then compares it with 1:
   the default becomes 1 (what the comparison means).
@@ -32,6 +37,7 @@ import argparse
 import importlib
 import json
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -68,6 +74,7 @@ def import_seed(repo: Path):
     orig = layers.ncsn_conv3x3
 
     def ncsn_conv3x3(in_planes, out_planes, stride=1, bias=True, dilation=1, init_scale=1., padding=1):
+        padding = dilation if dilation > 1 and padding == 1 else padding  # NCSN's dilated_conv3x3: 'same' size
         if bias:
             return orig(in_planes, out_planes, stride, bias, dilation, init_scale, padding)
         conv = torch.nn.Conv2d(in_planes, out_planes, stride=stride, bias=False, dilation=dilation,
@@ -76,6 +83,8 @@ def import_seed(repo: Path):
         return conv
 
     layers.ncsn_conv3x3 = ncsn_conv3x3
+    updown = importlib.import_module("models.up_or_down_sampling")
+    updown.upsample_conv_2d = _fixed_upsample_conv_2d(updown)
     init = layers.ConditionalResidualBlock.__init__  # its default dilation=None fails `dilation > 1`
     init.__defaults__ = init.__defaults__[:-1] + (1,)
     ncsnv2 = importlib.import_module("models.ncsnv2")
@@ -92,6 +101,25 @@ def import_seed(repo: Path):
     for name in ("models.ddpm", "models.ncsnpp"):
         importlib.import_module(name)
     return importlib.import_module("models.utils")
+
+
+def _fixed_upsample_conv_2d(updown):
+    """The seed's fused FIR up-conv with ``torch.flip`` where it writes ``w[..., ::-1, ::-1]`` (torch refuses it)."""
+    import torch.nn.functional as F
+
+    def upsample_conv_2d(x, w, k=None, factor=2, gain=1):
+        k = updown._setup_kernel(k if k is not None else [1] * factor) * (gain * (factor ** 2))
+        convH, convW, inC = w.shape[2], w.shape[3], w.shape[1]
+        p = (k.shape[0] - factor) - (convW - 1)
+        output_padding = (0, 0)  # ((H - 1) f + convH) - (H - 1) f - convH, as the seed computes it
+        num_groups = x.shape[1] // inC
+        w = torch.reshape(w, (num_groups, -1, inC, convH, convW))
+        w = torch.flip(w, [3, 4]).permute(0, 2, 1, 3, 4)
+        w = torch.reshape(w, (num_groups * inC, -1, convH, convW))
+        x = F.conv_transpose2d(x, w, stride=[factor, factor], output_padding=output_padding, padding=0)
+        return updown.upfirdn2d(x, torch.tensor(k, device=x.device), pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
+
+    return upsample_conv_2d
 
 
 def seed_config(module: str):
@@ -137,41 +165,37 @@ def small(cfg, **model):
     return cfg
 
 
-def compare(utils, repo: Path) -> None:
+def compare(utils) -> None:
+    """Seed network (its get_score_fn, EMA weights) vs our loaded model, same checkpoint, same inputs."""
     from scoresde.config import load_config
     from scoresde.interop.score_sde import load_score_sde_checkpoint
 
     sde_lib = importlib.import_module("sde_lib")
-    cases = {
-        # name: (our config, seed config, seed overrides, our kwargs overrides, image size)
-        "NCSN++ cont. (FIR, residual input pyramid, Fourier)": (
-            "ve/cifar10_ncsnpp_continuous", "configs.ve.cifar10_ncsnpp_continuous",
-            dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)), 16),
-        "NCSN++ (output_skip / input_skip, cat)": (
+    unet = dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,))
+    cases = {  # title: (our config, seed config, model overrides (seed names), image size)
+        "NCSN++ cont. (VE; FIR, residual input pyramid, Fourier)": (
+            "ve/cifar10_ncsnpp_continuous", "configs.ve.cifar10_ncsnpp_continuous", unet, 16),
+        "NCSN++ cont. (VE; output_skip, input_skip cat)": (
             "ve/celebahq_256_ncsnpp_continuous", "configs.ve.celebahq_256_ncsnpp_continuous",
-            dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), progressive_combine="cat"), 16),
-        "NCSN++ discrete (positional, VE)": (
-            "ve/cifar10_ncsnpp", "configs.ve.cifar10_ncsnpp",
-            dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)), 16),
-        "DDPM++ cont. (VP)": (
-            "vp/cifar10_ddpmpp_continuous", "configs.vp.cifar10_ddpmpp_continuous",
-            dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)), 16),
-        "DDPM++ cont. (sub-VP)": (
-            "subvp/cifar10_ddpmpp_continuous", "configs.subvp.cifar10_ddpmpp_continuous",
-            dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,)), 16),
-        "DDPM (VP discrete)": (
-            "vp/cifar10_ddpm", "configs.vp.ddpm.cifar10",
-            dict(nf=128, ch_mult=(1, 1), num_res_blocks=1, attn_resolutions=(4,)), 8),
-        "NCSNv2": ("ve/cifar10_ncsnv2", "configs.ve.ncsnv2.cifar10", dict(nf=8), 16),
-        "NCSN": ("ve/cifar10_ncsn", "configs.ve.ncsn.cifar10", dict(nf=8), 16),
+            dict(unet, progressive_combine="cat"), 16),
+        "NCSN++ cont. (VE; residual output pyramid: fused FIR up-conv)": (
+            "ve/cifar10_ncsnpp_continuous", "configs.ve.cifar10_ncsnpp_continuous", dict(unet, progressive="residual"), 16),
+        "NCSN++ (VE discrete, positional)": ("ve/cifar10_ncsnpp", "configs.ve.cifar10_ncsnpp", unet, 16),
+        "DDPM++ cont. (VP)": ("vp/cifar10_ddpmpp_continuous", "configs.vp.cifar10_ddpmpp_continuous", unet, 16),
+        "DDPM++ cont. (sub-VP)": ("subvp/cifar10_ddpmpp_continuous", "configs.subvp.cifar10_ddpmpp_continuous", unet, 16),
+        "DDPM (VP discrete)": ("vp/cifar10_ddpm", "configs.vp.ddpm.cifar10",
+                               dict(nf=128, ch_mult=(1, 1), num_res_blocks=1, attn_resolutions=(4,)), 8),
+        "NCSNv2 (VE discrete)": ("ve/cifar10_ncsnv2", "configs.ve.ncsnv2.cifar10", dict(nf=8), 16),
+        "NCSN (VE discrete)": ("ve/cifar10_ncsn", "configs.ve.ncsn.cifar10", dict(nf=8), 16),
     }
-    tmp = ROOT / ".score_sde_compare"
-    tmp.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="score_sde_compare_"))
     for title, (ours, module, over, size) in cases.items():
-        scfg = small(seed_config(module), **over)
+        scfg = seed_config(module)
+        for k, v in over.items():
+            setattr(scfg.model, k, v)
         scfg.data.image_size = size
         torch.manual_seed(1)
-        model = build_seed(utils, scfg)
+        model = build_seed(utils, scfg).eval()
         with torch.no_grad():  # random weights everywhere (the zero-initialised convs too)
             for p in model.parameters():
                 p.add_(0.05 * torch.randn_like(p))
@@ -179,11 +203,11 @@ def compare(utils, repo: Path) -> None:
         path = tmp / f"{ours.replace('/', '_')}.pth"
         torch.save({"optimizer": {}, "model": model.state_dict(), "step": 7,
                     "ema": {"decay": 0.999, "num_updates": 7, "shadow_params": ema_params}}, path)
-        cfg = load_config(ROOT / "configs" / f"{ours}.yaml",
-                          [f"model.kwargs.{k if k != 'nf' or 'ncsn' not in ours else 'ngf'}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
-                           for k, v in over.items()] + [f"model.kwargs.image_size={size}"] * ("ncsn" not in ours.split("/")[1][:5] or "ncsnpp" in ours))
-        ours_model = load_score_sde_checkpoint(path, cfg, use_ema=True, data_shape=(3, size, size))
-        # the seed with its EMA weights
+        refinenet = "ncsn" in scfg.model.name and scfg.model.name != "ncsnpp"
+        sets = [f"model.kwargs.{'ngf' if refinenet and k == 'nf' else k}={json.dumps(v)}" for k, v in over.items()]
+        sets += [] if refinenet else [f"model.kwargs.image_size={size}"]
+        mine = load_score_sde_checkpoint(path, load_config(ROOT / "configs" / f"{ours}.yaml", sets),
+                                         data_shape=(3, size, size))
         params = [p for p in model.parameters() if p.requires_grad]
         for s, p in zip(ema_params, params):
             p.data.copy_(s)
@@ -191,17 +215,27 @@ def compare(utils, repo: Path) -> None:
         continuous = scfg.training.continuous
         score_fn = utils.get_score_fn(sde, model, train=False, continuous=continuous)
         g = torch.Generator().manual_seed(2)
-        x = torch.rand(4, 3, size, size, generator=g) * (2 if scfg.data.centered else 1) - (1 if scfg.data.centered else 0)
+        x = torch.randn(4, 3, size, size, generator=g)
         if continuous or isinstance(sde, sde_lib.subVPSDE):
-            t = torch.tensor([0.9, 0.5, 0.1, 1e-3])
-        else:  # discrete models: on the seed's own time grid
+            t = torch.tensor([0.9, 0.5, 0.1, 1e-3])  # float32 times, as the seed's samplers pass them
+            with torch.no_grad():
+                ref, got = score_fn(x, t), mine.score(x, t.double())
+        elif isinstance(sde, sde_lib.VPSDE):  # DDPM: label i at its level sqrt(1 - abar_i); ours at the t of that level
+            i = torch.tensor([999, 500, 3, 0])
+            std = sde.sqrt_1m_alphas_cumprod[i]
+            with torch.no_grad():
+                ref = -model(x, i.float()) / std[:, None, None, None]
+                s64 = std.double()
+                got = mine.score(x, mine.sde.t_from_sigma_tilde(s64 / torch.sqrt(1 - s64**2)))
+        else:  # discrete SMLD models: on the seed's own grid, t_i = 1 - i / (N - 1)
             N = sde.N
-            t = torch.tensor([N - 1, N // 2, 3, 0], dtype=torch.float32) / (N - 1)
-        with torch.no_grad():
-            ref = score_fn(x, t)
-            got = ours_model.score(x.double().float(), t.double())
-        diff = (ref - got).abs().max().item()
-        print(f"{title:55s} max |score diff| {diff:.2e}   (max |score| {ref.abs().max().item():.2e})")
+            t = torch.tensor([N - 1, N // 2, 3, 1], dtype=torch.float64) / (N - 1)
+            with torch.no_grad():
+                ref, got = score_fn(x, t.float()), mine.score(x, t)
+        diff = (ref - got).abs().flatten(1).max(1).values
+        rel = diff / ref.abs().flatten(1).max(1).values
+        print(f"{title:62s} max |score diff| {diff.max().item():.2e}  relative, per time: "
+              + " ".join(f"{r:.1e}" for r in rel.tolist()))
 
 
 def _seed_sde(sde_lib, cfg):
@@ -222,7 +256,7 @@ def main() -> None:
     if not args.no_names:
         write_names(utils)
     if args.compare:
-        compare(utils, args.seed_repo)
+        compare(utils)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,34 @@
+"""Models from other code bases as score models: score_sde_pytorch checkpoints (:mod:`.score_sde`), and more.
+
+Names import lazily: ``import scoresde.interop`` loads nothing heavy; each format's module is imported on
+first use of one of its names (so an optional dependency of one format never blocks another).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module of this package that defines it
+_NAMES: dict[str, str] = {
+    "load_score_sde_checkpoint": "score_sde",
+    "read_score_sde_checkpoint": "score_sde",
+    "score_sde_config": "score_sde",
+    "score_sde_name_map": "score_sde",
+    "to_score_sde_state": "score_sde",
+    "ScoreSDECheckpointError": "score_sde",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scoresde.interop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))
