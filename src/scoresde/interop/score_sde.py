@@ -466,8 +466,8 @@ def to_score_sde_state(net: nn.Module, ema_net: nn.Module | None = None, step: i
                        sigmas: Tensor | None = None) -> dict[str, Any]:
     """Our network's weights as a score_sde checkpoint (``module.`` names, Adam optimizer dict, EMA shadow_params).
 
-    ``ema_net``: the EMA weights (default: ``net``'s); ``sigmas``: the seed's buffer (default: N zeros is
-    not meaningful, so pass :func:`score_sde_sigmas` of the config for a checkpoint that loads).
+    ``ema_net``: the EMA weights (default: ``net``'s); ``sigmas``: the seed's ``sigmas`` buffer, i.e.
+    :func:`score_sde_sigmas` of the config (without it an empty tensor is written, which the loader refuses).
     """
     entries = score_sde_name_map(net)
     own = net.state_dict()
