@@ -65,6 +65,15 @@ SCORESDE = (
     Ours("ggf-fresh", "ggf", {"noise_mode": "fresh", **NO_DENOISE},
          "Gotta Go Fast with the paper's fresh noise after a rejection", swept="rtol", tied={"atol": 0.156},
          nfe_per_step=2, variant=True),
+    Ours("ggf-noise", "ggf", {"noise_mode": "bridge", "tolerance": "noise", **NO_DENOISE},
+         "Gotta Go Fast, bridge retries, tolerance relative to the noise level, atol = 0.01 rtol", swept="rtol",
+         tied={"atol": 0.01}, nfe_per_step=2),
+    Ours("adaptive", "adaptive", {"eta": 1.0, **NO_DENOISE},
+         "adaptive exponential SDE solver (SEEDS-1/2 pair, noise-relative tolerance, bridge retries), eta 1",
+         swept="rtol", tied={"atol": 0.01}, nfe_per_step=2),
+    Ours("adaptive-ode", "adaptive", {"eta": 0.0, **NO_DENOISE},
+         "adaptive exponential solver at eta 0 (an adaptive DPM-Solver-12)", swept="rtol", tied={"atol": 0.01},
+         nfe_per_step=2, sde=False),
 )
 
 

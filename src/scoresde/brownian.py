@@ -124,6 +124,15 @@ class SampleStreams:
         self.count[rows] += 1
         return z.to(device=self.device, dtype=self.dtype)
 
+    def reassign(self, row: int, index: int) -> None:
+        """Give batch position ``row`` to sample ``index``: its stream restarts from that sample's first draw
+        (a solver that refills a finished slot with the next sample)."""
+        row, index = int(row), int(index)
+        self.indices[row] = index
+        self.generators[row] = torch.Generator().manual_seed(sample_seed(self.seed, index, self.stream))
+        self._pos[row] = self.block
+        self.count[row] = 0
+
 
 NoiseMode = Literal["bridge", "fresh"]
 NOISE_MODES: tuple[str, ...] = ("bridge", "fresh")
@@ -228,6 +237,13 @@ class BrownianPath:
             v[ar[new], slot[new]] = w[new.to(xi.device)]
             self._store(rows, d, v)
         return w
+
+    def reset(self, rows: Tensor | Sequence[int]) -> None:
+        """Forget the revealed points of ``rows`` (a slot handed to a new sample starts a new path)."""
+        rows = self._rows(rows)
+        if self._d.shape[1] and rows.numel():
+            self._d[rows] = math.inf
+            self._v[rows] = 0
 
     def advance(self, rows: Tensor | Sequence[int], h: Tensor, w: Tensor) -> None:
         """Accept steps: each sample in ``rows`` moves its origin to t - h, where its path took value w."""

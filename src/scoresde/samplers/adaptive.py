@@ -38,10 +38,14 @@ from ..seeding import BROWNIAN
 from .base import SampleResult, callback_state, progress_bar, progress_from_disable
 from .controller import GGFController, StepSizeController
 
-__all__ = ["ERROR_NORMS", "error_norm", "ggf_sample", "sample_ggf"]
+__all__ = ["ERROR_NORMS", "TOLERANCES", "error_norm", "ggf_sample", "sample_ggf"]
 
 Norm = Literal["l2_scaled", "l2", "linf"]
 ERROR_NORMS: tuple[str, ...] = ("l2_scaled", "l2", "linf")
+Tolerance = Literal["mixed", "noise"]
+#: "mixed": GGF's delta = max(atol, rtol max(|x'|, |x_prev|)) in data units; "noise": delta = max(alpha_t atol,
+#: rtol sigma_t), relative to the noise level at the step's end (the adaptive exponential solver's rule)
+TOLERANCES: tuple[str, ...] = ("mixed", "noise")
 #: GGF's absolute tolerance for data in [-1, 1] (one 8-bit level, 2/255); use 0.0039 for [0, 1]
 DEFAULT_ATOL = 0.0078
 #: step sizes live on a grid of this spacing. Why: torch's vectorised exp/pow/sqrt round a value differently
@@ -71,9 +75,9 @@ def error_norm(e: Tensor, norm: Norm = "l2_scaled") -> Tensor:
     raise ValueError(f"unknown error norm {norm!r}; expected one of {', '.join(ERROR_NORMS)}")
 
 
-def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
+def _check_positive(name: str, value: float, allow_zero: bool = False, allow_inf: bool = False) -> float:
     value = float(value)
-    ok = (value >= 0 if allow_zero else value > 0) and math.isfinite(value)
+    ok = (value >= 0 if allow_zero else value > 0) and (math.isfinite(value) or (allow_inf and value == math.inf))
     if not ok:
         raise ValueError(f"{name} must be finite and {'>=' if allow_zero else '>'} 0, got {value}")
     return value
@@ -81,7 +85,7 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
 
 def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams, *, rtol: float = 0.05,
                atol: float | None = None, h_init: float = 0.01, norm: Norm = "l2_scaled", extrapolate: bool = True,
-               drift_error_only: bool = False, noise_mode: NoiseMode = "bridge",
+               drift_error_only: bool = False, noise_mode: NoiseMode = "bridge", tolerance: Tolerance = "mixed",
                controller: StepSizeController | None = None, factor_max: float | None = 10.0,
                h_min: float | None = None, max_steps: int | None = None, t_end: float | None = None,
                denoise: bool = True, progress: bool = False,
@@ -126,6 +130,8 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
         raise ValueError(f"unknown error norm {norm!r}; expected one of {', '.join(ERROR_NORMS)}")
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"unknown noise mode {noise_mode!r}; expected one of {', '.join(NOISE_MODES)}")
+    if tolerance not in TOLERANCES:
+        raise ValueError(f"unknown tolerance {tolerance!r}; expected one of {', '.join(TOLERANCES)}")
     span = T - t_end
     h_min = 1e-5 * span if h_min is None else _check_positive("h_min", h_min)
     if controller is None:
@@ -175,8 +181,11 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             g2 = g_t if drift_error_only else like(sde.diffusion(t_next), xa)
             k2 = -hx * sde.reverse_drift(x1, t_next, model.score(x1, t_next)) + g2 * w
             x2 = xa + 0.5 * (k1 + k2)
-            delta = torch.maximum(x1.abs(), x_prev[rows].abs()) * rtol
-            delta = delta.clamp_min(atol)
+            if tolerance == "noise":
+                a_n, s_n = sde.marginal(t_next)
+                delta = like(torch.maximum(atol * a_n, rtol * s_n), xa)
+            else:
+                delta = (torch.maximum(x1.abs(), x_prev[rows].abs()) * rtol).clamp_min(atol)
             error = error_norm((x2 - x1) / delta, norm).cpu()
             ok, h_new, ctrl = controller.propose(ctrl, error, ha, remaining, rows)
             nfe_per_sample[rows] += 2
@@ -208,7 +217,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             denoise_nfe = 1
     info = {"accepted": int(accepted.sum()), "rejected": int(rejected.sum()), "accepted_per_sample": accepted,
             "rejected_per_sample": rejected, "iterations": iteration, "denoise_nfe": denoise_nfe,
-            "noise_mode": noise_mode, "rtol": rtol, "atol": atol, "norm": norm}
+            "noise_mode": noise_mode, "rtol": rtol, "atol": atol, "norm": norm, "tolerance": tolerance}
     return SampleResult(x, model.nfe - start, nfe_per_sample, info)
 
 

@@ -73,9 +73,17 @@ def sample(model: ScoreModel, num: int, seed: int, sampler: Callable[..., Sample
 
     ``sampler(model, x_T, noise, **kwargs)`` is any sampler of :mod:`scoresde.samplers`; x_T is
     drawn from the SDE's prior with the first draw of each sample's stream.
+
+    A sampler with a ``stream`` attribute (the per-sample adaptive solvers) runs the whole stream through
+    ``batch_size`` slots it keeps full instead (same samples, fewer idle evaluations); ``refill=False`` turns
+    that off.
     """
     if num < 1 or batch_size < 1:
         raise ValueError("num and batch_size must be >= 1")
+    stream = getattr(sampler, "stream", None)
+    if kwargs.pop("refill", True) and stream is not None:
+        return stream(model, num, seed, shape, batch_size=batch_size, dtype=dtype, device=device,
+                      start_index=start_index, **kwargs)
     outs, nfe, per_sample, infos, batch_nfe = [], 0, [], [], []
     for lo in range(0, num, batch_size):
         idx = range(start_index + lo, start_index + min(lo + batch_size, num))

@@ -64,6 +64,13 @@ class StepSizeController:
     def _init_history(self, batch_size: int) -> Tensor | None:
         return None
 
+    def reset(self, state: ControllerState, rows: Tensor) -> ControllerState:
+        """A new state whose ``rows`` start afresh (a slot handed to a new sample); ``state`` is left as it is."""
+        if state.history is None or rows.numel() == 0:
+            return state
+        fresh = self._init_history(int(rows.numel()))
+        return replace(state, history=state.history.index_put((rows,), fresh))
+
     def factor(self, state: ControllerState, error: Tensor, accept: Tensor,
                rows: Tensor) -> tuple[Tensor, ControllerState]:  # pragma: no cover - abstract
         """(the multiplier of h for each sample (error > 0, finite or inf), the updated state)."""

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..brownian import NOISE_MODES
 from . import pc
-from .adaptive import ERROR_NORMS, ggf_sample
+from .adaptive import ERROR_NORMS, TOLERANCES, ggf_sample
+from .adaptive_exponential import adaptive_exponential
 from .base import SampleResult
 from .common import GRIDS
 from .edm import edm_heun
@@ -101,6 +102,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("noise_mode", str, "a rejected step is retried on the Brownian bridge of the drawn increment "
                               "(bridge: unbiased) or with fresh noise (the paper; biased)", choices=NOISE_MODES),
     Option("norm", str, "error norm", choices=ERROR_NORMS),
+    Option("tolerance", str, "what rtol is relative to: the state's magnitude (mixed: GGF's rule, data units) or the "
+                             "noise level sigma_t (noise)", choices=TOLERANCES),
 )}
 
 
@@ -159,7 +162,12 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
     SamplerSpec("edm", edm_heun, "EDM Heun with churn (Karras et al. 2022, Alg. 2)",
                 _FAST + ("s_churn", "denoise"), "2 per step (1 for a step to sigma 0)", kwarg={"s_churn": "S_churn"}),
     SamplerSpec("ggf", ggf_sample, "Gotta Go Fast adaptive SDE solver (Jolicoeur-Martineau et al. 2021)",
-                ("rtol", "atol", "noise_mode", "norm", "denoise"), "2 per attempt, rejections included, per sample"),
+                ("rtol", "atol", "noise_mode", "norm", "tolerance", "denoise"),
+                "2 per attempt, rejections included, per sample"),
+    SamplerSpec("adaptive", adaptive_exponential, "adaptive exponential SDE solver: SEEDS-1/2 embedded pair, "
+                "noise-relative tolerance, Brownian-bridge retries (eta 0: an adaptive ODE solver)",
+                ("rtol", "atol", "eta", "noise_mode", "norm", "denoise"),
+                "2 per accepted step, 1 per rejection, per sample"),
 )}
 
 DEFAULT_SAMPLER = "pc"
@@ -221,6 +229,8 @@ def describe(sampler: str, options: Mapping[str, Any] | None = None) -> str:
     if sampler == "pc":
         return f"pc {eff['predictor']}+{eff['corrector']} {eff['steps']} steps"
     if sampler == "ggf":
-        return f"ggf rtol={eff['rtol']:g} {eff['noise_mode']} noise"
+        return f"ggf rtol={eff['rtol']:g} {eff['noise_mode']} noise {eff['tolerance']} tolerance"
+    if sampler == "adaptive":
+        return f"adaptive rtol={eff['rtol']:g} atol={eff['atol']:g} eta={eff['eta']:g} {eff['noise_mode']} noise"
     extra = "".join(f" {k}={eff[k]:g}" for k in ("eta", "s_churn") if k in eff and eff[k] is not None)
     return f"{sampler} {eff['steps']} steps {eff['grid']} grid{extra}"
