@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import eval as evaluate
 from . import fid, flow, inpaint, sample, stats, train
 from .args import CLIError, Parser, version
 
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (sample, train, flow, inpaint, stats, fid):
+    for command in (sample, train, flow, inpaint, stats, fid, evaluate):
         command.register(sub)
     return p
 
