@@ -45,17 +45,14 @@ def register(sub) -> None:
 def cmd_fid(args) -> int:
     prog = "scoresde fid"
     from ..metrics.report import compare
-    from ..metrics.stats import is_statistics_file
-    from .stats import source_features
+    from .stats import read_source, source_features
 
     t0 = time.perf_counter()
-    fx = None
-    sides = []
-    for spec in (args.a, args.b):
-        # statistics files need no network: build it only when an image input needs it
-        if not is_statistics_file(spec) and fx is None:
-            fx = feature_extractor(args, prog, args.device)
-        sides.append(source_features(spec, fx, prog, args.scale, args.num, args.progress))
+    inputs = [read_source(spec, prog, args.scale, args.num) for spec in (args.a, args.b)]
+    # statistics files need no network: build it only when an image input needs it
+    fx = feature_extractor(args, prog, args.device) if any(s.images is not None for s in inputs) else None
+    sides = [source_features(spec, fx, prog, args.scale, args.num, args.progress, src)
+             for spec, src in zip((args.a, args.b), inputs)]
     (src_a, a), (src_b, b) = sides
     for spec, st in ((args.a, a), (args.b, b)):
         if st.feature_name and st.feature_name != args.features:

@@ -39,15 +39,22 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_stats)
 
 
-def source_features(spec: str, fx, prog: str, scale: str, num: int | None = None, progress: bool = True):
-    """Statistics of one metric input: read from a file, or computed from its images with ``fx``."""
+def read_source(spec: str, prog: str, scale: str, num: int | None = None):
+    """One metric input (statistics or 8-bit images); unreadable ones are one line."""
     from ..metrics.sources import SourceError, load_source
-    from ..metrics.stats import Statistics, StatisticsError
+    from ..metrics.stats import StatisticsError
 
     try:
-        src = load_source(spec, scale=scale, limit=num)
+        return load_source(spec, scale=scale, limit=num)
     except (SourceError, StatisticsError) as e:
         raise CLIError(f"{prog}: {e}") from None
+
+
+def source_features(spec: str, fx, prog: str, scale: str, num: int | None = None, progress: bool = True, src=None):
+    """Statistics of one metric input: read from a file, or computed from its images with ``fx``."""
+    from ..metrics.stats import Statistics
+
+    src = src if src is not None else read_source(spec, prog, scale, num)
     if src.stats is not None:
         return src, src.stats
     if src.images.shape[0] < 2:

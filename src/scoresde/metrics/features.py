@@ -35,6 +35,8 @@ class FeatureExtractor:
     device: str | torch.device = "cpu"
     #: KID's cubic kernel expects unit-scale features: KID divides them by this (see :func:`kid_scale`)
     kid_scale: float = 1.0
+    #: raises ValueError for images the network cannot take (called before any batch runs)
+    check: Callable[[Tensor], None] | None = None
 
     def __call__(self, images: Tensor, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Features (N, dim) and logits (N, K) or None, float64, of (N, C, H, W) 8-bit images, in batches."""
@@ -53,6 +55,8 @@ def extract_features(fx: FeatureExtractor, images: Tensor, progress: bool = Fals
 
     if images.ndim != 4:
         raise ValueError(f"features take (N, C, H, W) images, got shape {tuple(images.shape)}")
+    if fx.check is not None:
+        fx.check(images)
     feats, logits = [], []
     with tqdm(total=images.shape[0], disable=not progress, desc=f"{fx.name} features", leave=False,
               dynamic_ncols=True) as bar:
@@ -74,12 +78,16 @@ def inception_features(weights: str | None = None, preprocessing: str = "tf", de
     net = load_inception(weights, device=device)
     source = weights or find_fid_helper_weights()
 
+    def check(images: Tensor) -> None:
+        if images.shape[1] not in (1, 3):
+            raise ValueError(f"Inception features take 1- or 3-channel images, got shape {tuple(images.shape)}")
+
     def fn(images: Tensor) -> tuple[Tensor, Tensor | None]:
         return net(preprocess(images, preprocessing))
 
     return FeatureExtractor("inception", 2048, fn, net.has_logits,
                             f"FID Inception-v3 pool_3 ({source}; {preprocessing} input handling"
-                            f"{'' if net.has_logits else '; no logits'})", batch_size, device)
+                            f"{'' if net.has_logits else '; no logits'})", batch_size, device, check=check)
 
 
 def digit_features(device: str | torch.device = "cpu", batch_size: int = 500) -> FeatureExtractor:
@@ -89,15 +97,18 @@ def digit_features(device: str | torch.device = "cpu", batch_size: int = 500) ->
 
     net = load_digit_classifier(progress=False).to(device)
 
-    def fn(images: Tensor) -> tuple[Tensor, Tensor | None]:
+    def check(images: Tensor) -> None:
         if tuple(images.shape[2:]) != (28, 28) or images.shape[1] not in (1, 3):
             raise ValueError(f"the digit features take 28x28 digits (N, 1 or 3, 28, 28), got {tuple(images.shape)}")
+
+    def fn(images: Tensor) -> tuple[Tensor, Tensor | None]:
+        check(images)
         x = convert_channels(images.float() / 255.0, 1)
         f = net.features(x)
         return f, net.fc2(f)
 
     return FeatureExtractor("digits", 128, fn, True, "the MNIST digit judge's 128-d hidden layer (this project's "
-                            "network; not comparable with published FIDs)", batch_size, device, kid_scale("digits"))
+                            "network; not comparable with published FIDs)", batch_size, device, kid_scale("digits"), check)
 
 
 def kid_scale(name: str) -> float:

@@ -294,8 +294,12 @@ def state_dict_from_torchscript(path: str | Path) -> dict[str, Tensor]:
     ``mean``, ``var`` without a scale); the scale becomes gamma = 1. Only tensors are read (``torch.jit.load``
     deserialises the archive; none of its code is run).
     """
+    import warnings
+
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch >= 2.10 calls TorchScript deprecated; reading it still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # noqa: BLE001 - any failure to read is one message
         raise InceptionError(f"cannot read {path} as a TorchScript archive ({str(e).splitlines()[0][:200]})") from None
     src = {k.removeprefix("net.layers."): v.detach().clone() for k, v in module.state_dict().items()}
