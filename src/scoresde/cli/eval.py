@@ -145,12 +145,14 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
         return to_uint8(to_unit_range(x.float().nan_to_num(0.0).cpu(), cfg.data.scale))
 
     job = EvalShards(folder, draw, to_images, fx, meta)
+    t_gen = time.perf_counter()
     try:
         counts = generate_shards(job, args.num, args.shard_size, rank, world, progress=rank == 0 and not args.no_progress)
     except (ValueError, OSError) as e:
         raise CLIError(f"{prog}: {e}") from None
     if dist is not None:
         dist.barrier()
+    t_gen = time.perf_counter() - t_gen  # every rank's shards are done here
     if rank != 0:
         return 0
     try:
@@ -177,7 +179,7 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
         report.update(_bpd(args, prog, model, cfg))
     report.update({"world_size": world, "shards": -(-args.num // args.shard_size), "shards_generated_here":
                    counts["generated"], "sample_s_total": round(got["gen_s"], 2),
-                   "feature_s_total": round(got["feat_s"], 2), "wall_s": round(time.perf_counter() - t0, 2)})
+                   "feature_s_total": round(got["feat_s"], 2), "generation_wall_s": round(t_gen, 2), "wall_s": round(time.perf_counter() - t0, 2)})
     out = folder / "report.json"
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
