@@ -179,7 +179,8 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
         report.update(_bpd(args, prog, model, cfg))
     report.update({"world_size": world, "shards": -(-args.num // args.shard_size), "shards_generated_here":
                    counts["generated"], "sample_s_total": round(got["gen_s"], 2),
-                   "feature_s_total": round(got["feat_s"], 2), "generation_wall_s": round(t_gen, 2), "wall_s": round(time.perf_counter() - t0, 2)})
+                   "feature_s_total": round(got["feat_s"], 2), "generation_wall_s": round(t_gen, 2),
+                   "wall_s": round(time.perf_counter() - t0, 2)})
     out = folder / "report.json"
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
