@@ -124,7 +124,7 @@ def _same_metrics(a: Path, b: Path) -> None:
         assert ra[key] == rb[key], key
 
 
-def test_single_process_eval_report(clean):
+def test_single_process_eval_report(clean, capsys):
     """The report's FID is the Frechet distance of the shards' features and the reference's, recomputed here."""
     from scoresde.data import get_dataset
     from scoresde.evaluation import load_shard_images
@@ -152,6 +152,10 @@ def test_single_process_eval_report(clean):
     f = np.concatenate([np.load(one / f"shard_{k:06d}.npz")["features"] for k in range(5)]).astype(np.float64)
     np.testing.assert_allclose(f, fx(images)[0], rtol=0, atol=1e-6)
     assert report["fid"] == pytest.approx(frechet_distance(*gaussian_stats(f), *gaussian_stats(ref)), rel=1e-12)
+    # `scoresde fid` reads the eval folder's shards: the same FID (features recomputed from the uint8 images)
+    capsys.readouterr()
+    assert _main(["fid", str(one), "mnist5k:test", "--features", "tiny"]) == 0
+    assert json.loads(capsys.readouterr().out)["fid"] == pytest.approx(report["fid"], rel=1e-5)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")

@@ -14,9 +14,11 @@ examples:
   scoresde fid runs/mnist/samples.npz mnist5k:test --features digits
   scoresde fid runs/mnist/samples.npz stats/cifar10.npz --features inception
   scoresde fid imgs_a/ imgs_b/
+  scoresde fid runs/mnist/eval/dpmpp2m-seed0 mnist5k:test --features digits   # the shards of `scoresde eval`
 
 A and B are each a statistics file (ours, the seed's pool_3 or pytorch-fid's mu/sigma), an .npz holding
-`samples` (data space, --scale), an image folder, or a data spec NAME[:SPLIT][@ROOT] / CONFIG.yaml[:SPLIT].
+`samples` (data space, --scale), an image folder, an eval output folder (its shards), or a data spec
+NAME[:SPLIT][@ROOT] / CONFIG.yaml[:SPLIT].
 FID always; KID (unbiased MMD^2, cubic kernel, 100 subsets of 1000) and improved precision / recall (k=3)
 when both sides have raw features; IS of each side with logits (10 splits). A is taken as the generated
 side (precision: share of A inside B's manifold). Prints one JSON line.

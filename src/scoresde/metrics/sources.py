@@ -1,4 +1,4 @@
-"""What a metric input names: a statistics file, an .npz of samples, an image folder, or a data spec.
+"""What a metric input names: a statistics file, an .npz of samples, an image folder, eval shards, or a data spec.
 
 A data spec names any data set the trainer reads: ``NAME[:SPLIT][@ROOT]`` (``mnist5k``, ``mnist5k:test``,
 ``cifar10:train@data/cifar-10-batches-py``, ``folder:all@imgs/``, ``array@x.npz``), or a training config
@@ -6,7 +6,8 @@ A data spec names any data set the trainer reads: ``NAME[:SPLIT][@ROOT]`` (``mni
 ``train`` for the fixed-format sets and ``all`` for folders, arrays and Hugging Face sets.
 
 Images come back as uint8 (N, C, H, W): an .npz's ``samples`` are in data space (``scale``: ``[-1,1]``, the
-project's default, or ``[0,1]``; uint8 samples are taken as they are) and quantised by rounding.
+project's default, or ``[0,1]``; uint8 samples are taken as they are) and quantised by rounding; a folder
+holding ``shard_*.npz`` (the output of ``scoresde eval``) gives its shards' uint8 images in index order.
 """
 from __future__ import annotations
 
@@ -102,6 +103,13 @@ def load_source(spec: str, scale: str = "[-1,1]", limit: int | None = None) -> S
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise SourceError(f"cannot read {p} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         return Source(f"samples {p}", images=_samples_images(p, arr, scale))
+    if p.is_dir() and (p / "shard_000000.npz").is_file():  # an eval output folder: its shards' 8-bit images
+        shards = sorted(p.glob("shard_*.npz"))
+        try:
+            images = torch.cat([torch.from_numpy(np.load(f, allow_pickle=False)["images"]) for f in shards])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise SourceError(f"cannot read the eval shards in {p} ({e})") from None
+        return Source(f"eval shards {p}", images=images[:limit] if limit else images)
     kw = {"name": "folder", "root": str(p), "split": "all"} if p.is_dir() else parse_data_spec(spec)
     try:
         x, _ = get_dataset(**kw, limit=limit)
