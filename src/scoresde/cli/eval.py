@@ -91,9 +91,12 @@ def cmd_eval(args) -> int:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     dist = None
     if world > 1:
+        from datetime import timedelta
+
         import torch.distributed as dist
 
-        dist.init_process_group("gloo")
+        # ranks meet only at the end of generation, which may be hours apart on a restart: a long timeout
+        dist.init_process_group("gloo", timeout=timedelta(days=2))
     try:
         return _eval(args, prog, rank, world, dist)
     finally:
@@ -126,12 +129,16 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
     effective = {k: options.get(k, option_default(name, k)) for k in SAMPLERS[name].options}
     fx = feature_extractor(args, prog, device)
     folder = Path(args.out_dir) if args.out_dir else Path(args.workdir) / "eval" / f"{name}-seed{args.seed}"
-    ref = None
-    if rank == 0:  # the reference first: a wrong --ref stops before any sampling
-        ref_src, ref = source_features(args.ref, fx, prog, "[-1,1]", progress=not args.no_progress)
-        if ref.dim != fx.dim or (ref.feature_name and ref.feature_name != fx.name):
-            raise CLIError(f"{prog}: --ref {args.ref} holds {ref.feature_name or f'{ref.dim}-d'} features, not "
-                           f"{fx.name}; make it with --features {fx.name}")
+    ref = err = None
+    if rank == 0:  # the reference first: a wrong --ref stops every rank before any sampling
+        try:
+            ref_src, ref = source_features(args.ref, fx, prog, "[-1,1]", progress=not args.no_progress)
+            if ref.dim != fx.dim or (ref.feature_name and ref.feature_name != fx.name):
+                raise CLIError(f"{prog}: --ref {args.ref} holds {ref.feature_name or f'{ref.dim}-d'} features, "
+                               f"not {fx.name}; make it with --features {fx.name}")
+        except CLIError as e:
+            err = str(e)
+    _agree(dist, rank, world, err)
     meta = {"checkpoint_step": step, "sampler": name, "options": effective, "seed": args.seed,
             "shard_size": args.shard_size, "batch_size": args.batch_size, "data_scale": cfg.data.scale,
             "features": fx.name, "preprocessing": (args.preprocessing or "tf") if fx.name == "inception" else None}
@@ -146,12 +153,12 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
 
     job = EvalShards(folder, draw, to_images, fx, meta)
     t_gen = time.perf_counter()
+    counts, err = {}, None
     try:
         counts = generate_shards(job, args.num, args.shard_size, rank, world, progress=rank == 0 and not args.no_progress)
     except (ValueError, OSError) as e:
-        raise CLIError(f"{prog}: {e}") from None
-    if dist is not None:
-        dist.barrier()
+        err = f"{prog}: {e}"
+    _agree(dist, rank, world, err)  # the barrier: every rank's shards are written (or every rank stops with the error)
     t_gen = time.perf_counter() - t_gen  # every rank's shards are done here
     if rank != 0:
         return 0
@@ -197,6 +204,18 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
         line += f", {report['bpd']:.4f} +- {report['bpd_stderr']:.4f} bits/dim"
     print(f"{line}; {report['wall_s']:.1f} s; report {out}")
     return 0
+
+
+def _agree(dist, rank: int, world: int, err: str | None) -> None:
+    """A collective over all ranks (a barrier): if any rank failed, every rank stops; rank 0 prints the one line."""
+    if dist is not None:
+        errs: list = [None] * world
+        dist.all_gather_object(errs, err)
+        err = next((e for e in errs if e), None)
+    if err:
+        if rank != 0:
+            raise SystemExit(2)
+        raise CLIError(err)
 
 
 def _bpd(args, prog: str, model, cfg) -> dict:
