@@ -6,6 +6,7 @@ import json
 import time
 
 from .args import CLIError, add_feature_arguments, feature_extractor, positive
+from .train import _check_device
 
 __all__ = ["register"]
 
@@ -52,7 +53,8 @@ def cmd_fid(args) -> int:
     t0 = time.perf_counter()
     inputs = [read_source(spec, prog, args.scale, args.num) for spec in (args.a, args.b)]
     # statistics files need no network: build it only when an image input needs it
-    fx = feature_extractor(args, prog, args.device) if any(s.images is not None for s in inputs) else None
+    device = _check_device(args.device, prog) or "cpu"
+    fx = feature_extractor(args, prog, device) if any(s.images is not None for s in inputs) else None
     sides = [source_features(spec, fx, prog, args.scale, args.num, args.progress, src)
              for spec, src in zip((args.a, args.b), inputs)]
     (src_a, a), (src_b, b) = sides

@@ -5,6 +5,7 @@ import argparse
 import time
 
 from .args import CLIError, add_feature_arguments, check_out, feature_extractor, positive
+from .train import _check_device
 
 __all__ = ["register"]
 
@@ -69,7 +70,7 @@ def source_features(spec: str, fx, prog: str, scale: str, num: int | None = None
 def cmd_stats(args) -> int:
     prog = "scoresde stats"
     out = check_out(args.out, prog)
-    fx = feature_extractor(args, prog, args.device)
+    fx = feature_extractor(args, prog, _check_device(args.device, prog) or "cpu")
     t0 = time.perf_counter()
     src, st = source_features(args.data, fx, prog, args.scale, args.num, not args.no_progress)
     if src.stats is not None:
