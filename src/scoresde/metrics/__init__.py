@@ -9,19 +9,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# eager, because the module and its function share the name: importing the module later would otherwise
+# leave ``scoresde.metrics.inception_score`` pointing at the module
+from .inception_score import inception_score
+
 #: public name -> the module that defines it
 _EXPORTS = {
     **dict.fromkeys(["DigitClassifier", "DigitReport", "digit_report", "load_digit_classifier",
                      "train_digit_classifier"], ".digits"),
     **dict.fromkeys(["frechet_distance", "gaussian_stats", "kernel_inception_distance"], ".frechet"),
-    "inception_score": ".inception_score",
     **dict.fromkeys(["knn_radii", "precision_recall"], ".manifold"),
     **dict.fromkeys(["FIDInceptionV3", "load_inception"], ".inception"),
     **dict.fromkeys(["FeatureExtractor", "extract_features"], ".features"),
     **dict.fromkeys(["Statistics", "load_statistics", "save_statistics"], ".stats"),
 }
 
-__all__ = list(_EXPORTS)
+__all__ = [*_EXPORTS, "inception_score"]
 
 
 def __getattr__(name: str) -> Any:
