@@ -197,3 +197,26 @@ def test_restart_with_other_settings_is_one_line(clean, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "made with other settings (options differ)" in err
+
+
+def test_finished_run_generates_nothing_and_bpd_matches_the_likelihood_code(clean, tmp_path, capsys):
+    """Run again on a finished folder: no shard is drawn, the metrics are the same; --bpd is bits_per_dim's."""
+    import shutil
+
+    from scoresde.likelihood import bits_per_dim
+    from scoresde.workdir import load_training_data, model_from_workdir
+
+    again = tmp_path / "again"
+    shutil.copytree(clean / "one", again)
+    assert _main(_args(clean / "w", again) + ["--bpd", "--bpd-num", "1"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+    assert _log(again) == _log(clean / "one")  # nothing generated
+    _same_metrics(clean / "one", again)
+    report = json.loads((again / "report.json").read_text())
+    assert report["shards_generated_here"] == 0
+    model, cfg, _, _ = model_from_workdir(clean / "w", device="cpu")
+    x01 = (load_training_data(cfg, split="test")[:1] + 1) / 2
+    ref = bits_per_dim(model, x01.clamp(0, 1), data_range="[-1,1]", seed=3, divergence="hutchinson", rtol=1e-5,
+                       atol=1e-5, t_end=1e-5)
+    assert report["bpd"] == pytest.approx(ref.mean, rel=1e-6) and report["bpd_num"] == 1
+    assert report["bpd_stderr"] is None  # one image: no standard error (null in the JSON, not NaN)

@@ -190,7 +190,7 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
                    "wall_s": round(time.perf_counter() - t0, 2)})
     out = folder / "report.json"
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
     os.replace(tmp, out)
     line = (f"{args.workdir} step {step}, {report['sampler_description']}, NFE {got['nfe']}, {args.num} samples: "
             f"FID {metrics['fid']:.3f} ({fx.name} vs {ref_src.label})")
@@ -201,9 +201,22 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
     if "precision" in report:
         line += f", precision {report['precision']:.3f}, recall {report['recall']:.3f}"
     if "bpd" in report:
-        line += f", {report['bpd']:.4f} +- {report['bpd_stderr']:.4f} bits/dim"
+        line += f", {report['bpd']:.4f} +- {report['bpd_stderr']:.4f} bits/dim"  # nan +- with one image
     print(f"{line}; {report['wall_s']:.1f} s; report {out}")
     return 0
+
+
+def _finite(obj):
+    """NaN / inf (e.g. a standard error of one value) as null, so the report is strict JSON."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _agree(dist, rank: int, world: int, err: str | None) -> None:

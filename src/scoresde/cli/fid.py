@@ -70,5 +70,7 @@ def cmd_fid(args) -> int:
         raise CLIError(f"{prog}: {e}") from None
     res = {"features": args.features, **res, "a": src_a.label, "b": src_b.label,
            "wall_s": round(time.perf_counter() - t0, 2)}
-    print(json.dumps(res))
+    from .eval import _finite
+
+    print(json.dumps(_finite(res), allow_nan=False))
     return 0
