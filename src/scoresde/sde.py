@@ -360,9 +360,10 @@ class DiscreteVPSDE(SDE, Discretized):
         la = -0.5 * torch.log1p(_t(sigma_tilde) ** 2)
         nodes = self._nodes.to(la.device)
         neg = -nodes  # increasing
-        k = torch.clamp(torch.searchsorted(neg, (-la).contiguous(), right=True) - 1, 0, self.N - 1)
-        u = (la - nodes[k]) / (nodes[k + 1] - nodes[k])
-        return torch.clamp((k + u.clamp(0.0, 1.0)) / self.N, 0.0, 1.0)
+        flat = la.reshape(-1)
+        k = torch.clamp(torch.searchsorted(neg, (-flat).contiguous(), right=True) - 1, 0, self.N - 1)
+        u = (flat - nodes[k]) / (nodes[k + 1] - nodes[k])
+        return torch.clamp((k + u.clamp(0.0, 1.0)) / self.N, 0.0, 1.0).reshape(la.shape)
 
     def timestep(self, t: Tensor | float) -> Tensor:
         """The network's timestep input N t - 1 (the integer step index i at t = (i + 1) / N)."""
