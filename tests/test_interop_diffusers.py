@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ from scoresde.samplers.pc import ancestral_sampling  # noqa: E402
 from scoresde.schedules import uniform_time  # noqa: E402
 from scoresde.sde import VESDE, DiscreteVPSDE  # noqa: E402
 
-N_TRAIN = 40          # training timesteps of the tiny schedules: a full DDPM chain is 40 UNet calls
+N_TRAIN = 20          # training timesteps of the tiny schedules: a full DDPM chain is 20 UNet calls
 SHAPE = (2, 3, 8, 8)  # batch, channels, sample_size
 
 
@@ -266,3 +267,79 @@ def test_scheduler_add_noise_matches_ddpm():
     n = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(8))
     ts = torch.tensor([0, 17, N_TRAIN - 1])
     assert torch.allclose(ours.add_noise(x0, n, ts), ddpm.add_noise(x0, n, ts), atol=1e-6)
+
+
+# ---- the command line: --model diffusers:PATH -------------------------------------------------------------
+def run(capsys, *argv):
+    from scoresde.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_sample_model_matches_library(tmp_path, capsys, pipe_dir):
+    from scoresde.samplers import sample, seeds_1
+
+    out = tmp_path / "s.npz"
+    code, stdout, err = run(capsys, "sample", "--model", f"diffusers:{pipe_dir}", "--sampler", "seeds1", "--steps", "3",
+                            "--num", "3", "--seed", "2", "--out", str(out), "--no-progress")
+    assert code == 0, err
+    assert "NFE 3" in stdout
+    data = np.load(out)
+    ref = sample(from_diffusers(pipe_dir), 3, 2, seeds_1, (3, 8, 8), steps=3)
+    assert data["samples"].shape == (3, 3, 8, 8) and int(data["nfe"]) == 3
+    np.testing.assert_array_equal(data["samples"], ref.samples.numpy())
+    assert out.with_suffix(".png").is_file()
+
+
+def test_cli_likelihood_and_encode_model(tmp_path, capsys, pipe_dir):
+    """--model with --data images (uint8, channels last): the library's bits/dim and encodings of those images."""
+    from scoresde.likelihood import bits_per_dim, round_trip
+
+    images = np.random.default_rng(0).integers(0, 256, size=(1, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "img.npy", images)
+    common = ["--model", f"diffusers:{pipe_dir}", "--data", str(tmp_path / "img.npy"), "--rtol", "1e-2", "--atol",
+              "1e-2", "--no-progress"]
+    code, stdout, err = run(capsys, "likelihood", *common, "--out", str(tmp_path / "l.npz"))
+    assert code == 0, err
+    assert "bits/dim" in stdout
+    model = from_diffusers(pipe_dir)
+    images01 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    ref = bits_per_dim(model, images01, divergence="hutchinson", rtol=1e-2, atol=1e-2, t_end=1 / N_TRAIN, batch_size=100)
+    np.testing.assert_allclose(np.load(tmp_path / "l.npz")["bpd"], ref.bpd.numpy(), rtol=1e-6)
+    code, stdout, err = run(capsys, "encode", *common, "--out", str(tmp_path / "e.npz"))
+    assert code == 0, err
+    rt = round_trip(model, images01 * 2 - 1, rtol=1e-2, atol=1e-2, t_end=1 / N_TRAIN)
+    np.testing.assert_allclose(np.load(tmp_path / "e.npz")["latents"], rt.latent.reshape(1, -1).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "diffusers"], "--model must be KIND:PATH"),
+    (["--model", "onnx:/x"], "--model must be KIND:PATH"),
+    (["--model", "diffusers:/nonexistent/dir"], "no such directory"),
+    (["--model", "diffusers:{tmp}"], "neither a diffusers pipeline"),
+    (["--model", "diffusers:{pipe}", "--sde", "ve"], "comes from the model"),
+    (["--model", "diffusers:{pipe}", "--workdir", "w"], "exactly one of"),
+])
+def test_cli_model_errors_are_one_line(tmp_path, capsys, pipe_dir, argv, message):
+    argv = [a.format(tmp=tmp_path, pipe=pipe_dir) for a in argv]
+    code, _, err = run(capsys, "sample", *argv, "--out", str(tmp_path / "x.npz"), "--no-progress")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_without_diffusers_says_how_to_install(tmp_path, capsys, pipe_dir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # `import diffusers` now raises ImportError
+    code, _, err = run(capsys, "sample", "--model", f"diffusers:{pipe_dir}", "--out", str(tmp_path / "x.npz"))
+    assert code == 2 and "diffusers is not installed" in err and "pip install" in err
+
+
+def test_importing_scoresde_does_not_import_diffusers():
+    import subprocess
+    import sys
+
+    code = ("import sys, scoresde, scoresde.interop, scoresde.interop.diffusers, scoresde.cli.models\n"
+            "assert 'diffusers' not in sys.modules, 'diffusers imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -78,7 +78,7 @@ def test_likelihood_equals_the_closed_form():
     """With the exact marginal at T as the prior (sigma_max = 50 is not infinite: N(0, sigma_max^2) would be off by
     ~1e-4 nats), the ODE log-likelihood is the closed-form log-density at t_end."""
     model = from_denoiser(gauss_denoiser, SMIN, SMAX)
-    x = torch.randn(4, DIM, dtype=F64, generator=torch.Generator().manual_seed(5)) * S
+    x = torch.randn(2, DIM, dtype=F64, generator=torch.Generator().manual_seed(5)) * S
     prior = Gaussian(torch.zeros(DIM), math.sqrt(S**2 + SMAX**2))
     res = log_likelihood(model, x, rtol=1e-8, atol=1e-8, t_end=1e-5, prior_logp=prior.log_prob)
     sig = float(model.sde.sigma(torch.tensor(1e-5, dtype=F64)))
