@@ -127,14 +127,14 @@ def _ddpm_loop(unet, sched, g, dtype):
 def test_ancestral_sampler_equals_ddpm_scheduler_loop(tmp_path, unet, prediction_type):
     """scoresde's ancestral predictor on the chain's own times = diffusers' DDPMScheduler loop, step for step.
 
-    In float64 (UNet, states and the scheduler's alphas_cumprod) to 1e-10. In float32 the two differ by ~1e-4:
+    In float64 (UNet, states and the scheduler's alphas_cumprod) to 1e-10. In float32 the two differ by ~1e-5:
     diffusers forms beta_t = 1 - abar_t / abar_{t-1} in float32, which loses ~1e-3 of beta_t = 1e-4 to rounding
     (scoresde's coefficients are float64); that gap is asserted too, so a real change of either side shows.
     """
     path = save_pipeline(tmp_path / "p", unet, prediction_type=prediction_type)
     model = from_diffusers(path)
     grid = uniform_time(model.sde, N_TRAIN, 0.0)
-    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-3)):
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
         sched = DDPMScheduler.from_pretrained(path / "scheduler")
         sched.set_timesteps(N_TRAIN)
         net = model.unet.to(dtype)
@@ -229,6 +229,9 @@ def test_scheduler_in_a_stock_ddpm_pipeline(pipe_dir):
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = SEEDS2Scheduler.from_config(pipe.scheduler.config)
     out = pipe(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(6), output_type="pt").images
+    out = torch.as_tensor(np.asarray(out))
+    if out.shape[-1] == 3:  # diffusers < 0.31 returns NHWC numpy whatever output_type
+        out = out.permute(0, 3, 1, 2)
     model = from_diffusers(pipe_dir)
     g = torch.Generator().manual_seed(6)
     res = seeds(model, torch.randn(SHAPE, generator=g), order=2, steps=3, denoise=True, draw=Replay(g, SHAPE))

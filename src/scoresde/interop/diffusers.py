@@ -50,6 +50,10 @@ def import_diffusers():
         import diffusers
     except ImportError:
         raise DiffusersError(f"diffusers is not installed: {INSTALL_HINT}") from None
+    try:  # why: diffusers 0.30 uses safetensors.torch without importing it
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        pass
     return diffusers
 
 
