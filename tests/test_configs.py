@@ -14,7 +14,7 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 SHAPES = {"cifar10": (3, 32, 32), "mnist5k": (1, 28, 28), "digits": (1, 8, 8)}
 
 # config file -> the paper network it mirrors (same constructor arguments up to the time embedding)
-MIRRORS = {"vp/cifar10_ddpm.yaml": "ddpm", "vp/cifar10_ddpmpp_continuous.yaml": "ddpmpp_cont",
+MIRRORS = {"vp/cifar10_ddpm.yaml": "ddpm_score_sde", "vp/cifar10_ddpmpp_continuous.yaml": "ddpmpp_cont",
            "vp/cifar10_ddpmpp.yaml": "ddpmpp_cont", "subvp/cifar10_ddpmpp_continuous.yaml": "ddpmpp_cont",
            "vp/cifar10_ddpmpp_deep_continuous.yaml": "ddpmpp_cont_deep",
            "subvp/cifar10_ddpmpp_deep_continuous.yaml": "ddpmpp_cont_deep",

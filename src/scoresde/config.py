@@ -53,7 +53,7 @@ class SDEConfig:
 class ModelConfig:
     arch: str = "unet"              # mlp, unet, ncsn, ncsnv2
     prediction: str = "eps"         # score, eps, data, v, scaled_score
-    time_input: str = "999t"        # t, 999t, sigma, log_sigma, index
+    time_input: str = "999t"        # t, 999t, sigma, log_sigma, index, reversed_index, ddpm_index
     kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments of the network
 
 

@@ -21,14 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from ._tensor import as_time, like
-from .sde import SDE, Discretized
+from .sde import SDE, DiscreteForm, Discretized
 
 Prediction = Literal["score", "eps", "data", "v", "scaled_score"]
 PREDICTIONS: tuple[str, ...] = ("score", "eps", "data", "v", "scaled_score")
 
 __all__ = [
     "PREDICTIONS", "convert", "ScoreModel", "NetworkModel", "DenoiserModel", "to_denoiser",
-    "continuous_time", "scaled_time", "noise_level", "discrete_index", "log_noise_level",
+    "continuous_time", "scaled_time", "noise_level", "discrete_index", "reversed_index", "ddpm_index",
+    "log_noise_level",
 ]
 
 
@@ -169,6 +170,35 @@ def discrete_index(t: Tensor, sde: SDE) -> Tensor:
     if not isinstance(sde, Discretized):
         raise TypeError(f"discrete_index needs an SDE with N discretisation steps; {type(sde).__name__} has none")
     return torch.round(t * (sde.N - 1) / sde.T)
+
+
+def reversed_index(t: Tensor, sde: SDE) -> Tensor:
+    """Feed round((T - t) (N - 1) / T): score_sde_pytorch's discrete VE label, 0 at the largest noise level.
+
+    Its SMLD networks (NCSN, NCSNv2, discrete NCSN++) index their noise levels sigma_max -> sigma_min.
+    """
+    if not isinstance(sde, Discretized):
+        raise TypeError(f"reversed_index needs an SDE with N discretisation steps; {type(sde).__name__} has none")
+    return torch.round((sde.T - t) * (sde.N - 1) / sde.T)
+
+
+def ddpm_index(t: Tensor, sde: SDE) -> Tensor:
+    """Feed the fractional DDPM step i whose noise level sqrt(1 - abar_i) is sigma_t (Ho et al. 2020's labels).
+
+    Interpolated linearly in log sigma between the steps of the SDE's discrete chain (k-diffusion's
+    ``sigma_to_t``), clamped to [0, N - 1]: at the chain's own levels the label is exactly i. This is how a
+    discretely trained DDPM network (score_sde's ``ddpm`` loss: label i at level abar_i) is queried at any t.
+    """
+    from .sde import DDPMChain
+
+    chain = sde.discrete() if isinstance(sde, DiscreteForm) else None
+    if not isinstance(chain, DDPMChain):
+        raise TypeError(f"ddpm_index needs a VP SDE with a discrete DDPM chain; {type(sde).__name__} has none")
+    log_s = torch.log(chain.marginal(torch.arange(chain.N))[1]).to(t.device)  # increasing in i
+    x = torch.log(sde.sigma(t).to(torch.float64)).clamp(log_s[0], log_s[-1])
+    j = torch.searchsorted(log_s, x).clamp(1, chain.N - 1)
+    lo, hi = log_s[j - 1], log_s[j]
+    return (j - 1).to(torch.float64) + (x - lo) / (hi - lo)
 
 
 class NetworkModel(ScoreModel):

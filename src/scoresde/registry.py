@@ -10,7 +10,16 @@ from collections.abc import Callable
 from typing import Any
 
 from . import losses, nets
-from .parameterization import PREDICTIONS, continuous_time, discrete_index, log_noise_level, noise_level, scaled_time
+from .parameterization import (
+    PREDICTIONS,
+    continuous_time,
+    ddpm_index,
+    discrete_index,
+    log_noise_level,
+    noise_level,
+    reversed_index,
+    scaled_time,
+)
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
 __all__ = ["SDES", "NETWORKS", "TIME_INPUTS", "LOSSES", "LOSS_SDE", "PREDICTIONS", "sde_parameters", "make_sde"]
@@ -23,7 +32,8 @@ NETWORKS: dict[str, type] = {"mlp": nets.MLP, "unet": nets.UNet, "ncsn": nets.NC
 
 #: what a network is fed as its time input, by ``model.time_input``
 TIME_INPUTS: dict[str, Callable] = {"t": continuous_time, "999t": scaled_time(999.0), "sigma": noise_level,
-                                    "log_sigma": log_noise_level, "index": discrete_index}
+                                    "log_sigma": log_noise_level, "index": discrete_index,
+                                    "reversed_index": reversed_index, "ddpm_index": ddpm_index}
 
 #: training losses by ``training.loss``; the discrete ones need their SDE (LOSS_SDE)
 LOSSES: dict[str, Callable] = {"dsm": losses.dsm_loss, "smld": losses.smld_loss, "ddpm": losses.ddpm_loss}

@@ -20,7 +20,7 @@ def sinusoidal_embedding(c: Tensor, dim: int, max_period: float = 10000.0) -> Te
 
 def fourier_features(c: Tensor, w: Tensor) -> Tensor:
     """[sin(2 pi c w), cos(2 pi c w)] for fixed random frequencies w (NCSN++'s Gaussian Fourier projection)."""
-    args = 2 * math.pi * c.float()[:, None] * w[None]
+    args = c.float()[:, None] * w[None] * 2 * math.pi  # this order of the products, as score_sde's NCSN++: same floats
     return torch.cat([torch.sin(args), torch.cos(args)], -1)
 
 

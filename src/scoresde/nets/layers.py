@@ -18,7 +18,7 @@ from .embeddings import GaussianFourierProjection, sinusoidal_embedding
 
 __all__ = [
     "count_parameters", "variance_scaling_init", "conv1x1", "conv3x3", "group_norm",
-    "fir_kernel", "upfirdn2d", "upsample_2d", "downsample_2d",
+    "fir_kernel", "upfirdn2d", "upsample_2d", "downsample_2d", "upsample_conv_2d",
     "Upsample", "Downsample", "DDPMResBlock", "BigGANResBlock", "AttnBlock", "Combine", "TimeEmbedding",
 ]
 
@@ -119,19 +119,42 @@ def downsample_2d(x: Tensor, k: Sequence[float] | Tensor = (1, 3, 3, 1), factor:
     return upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2))
 
 
+def upsample_conv_2d(x: Tensor, weight: Tensor, k: Sequence[float] | Tensor = (1, 3, 3, 1), factor: int = 2) -> Tensor:
+    """FIR upsampling and a 'same' KxK convolution as one linear map (StyleGAN2's fused op, as in NCSN++).
+
+    The zero-inserted input is convolved with the conv kernel over its full extent (a transposed
+    convolution with stride ``factor``), then FIR-filtered and cropped to (factor H, factor W). Unlike
+    ``conv(upsample_2d(x))`` no intermediate result is cropped, so the two differ at the borders only.
+    """
+    kernel = fir_kernel(k, x.device, x.dtype) if not torch.is_tensor(k) or k.ndim == 1 else k / k.sum()
+    kernel = kernel * factor**2
+    kw = weight.shape[-1]
+    p = (kernel.shape[0] - factor) - (kw - 1)
+    # conv_transpose2d takes (in, out, kh, kw) and applies the kernel unflipped: flip it for a true convolution
+    w = torch.flip(weight, (2, 3)).transpose(0, 1)
+    out = F.conv_transpose2d(x, w, stride=factor)
+    return upfirdn2d(out, kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1))
+
+
 class Upsample(nn.Module):
-    """2x upsampling (Ho et al. 2020; Song et al. 2021): nearest or FIR, optionally followed by a 3x3 conv."""
+    """2x upsampling (Ho et al. 2020; Song et al. 2021): nearest or FIR, optionally followed by a 3x3 conv.
+
+    FIR with conv: ``fused=True`` (default) is the fused upsample-conv of NCSN++ (:func:`upsample_conv_2d`,
+    score_sde's exact function); ``fused=False`` upsamples, then convolves with zero 'same' padding.
+    """
 
     def __init__(self, channels: int, out_channels: int | None = None, with_conv: bool = True, fir: bool = False,
-                 fir_kernel: Sequence[float] = (1, 3, 3, 1)):
+                 fir_kernel: Sequence[float] = (1, 3, 3, 1), fused: bool = True):
         super().__init__()
         out_channels = out_channels or channels
         if not with_conv and out_channels != channels:
             raise ValueError("Upsample without conv cannot change the channel count")
-        self.fir, self.kernel = fir, tuple(fir_kernel)
+        self.fir, self.kernel, self.fused = fir, tuple(fir_kernel), fused
         self.conv = conv3x3(channels, out_channels) if with_conv else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fir and self.fused and self.conv is not None:
+            return upsample_conv_2d(x, self.conv.weight, self.kernel) + self.conv.bias[:, None, None]
         h = upsample_2d(x, self.kernel) if self.fir else F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.conv(h) if self.conv is not None else h
 
@@ -240,7 +263,10 @@ class AttnBlock(nn.Module):
 
 
 class Combine(nn.Module):
-    """NCSN++ 'input_skip' combiner (Song et al. 2021): 1x1 conv of the image pyramid, then sum or concat."""
+    """NCSN++ 'input_skip' combiner (Song et al. 2021): 1x1 conv of the image pyramid, then sum or concat.
+
+    ``cat`` puts the pyramid's channels first, then the features (score_sde's ``layerspp.Combine``).
+    """
 
     def __init__(self, pyramid_channels: int, channels: int, method: str = "sum"):
         super().__init__()
@@ -250,7 +276,7 @@ class Combine(nn.Module):
 
     def forward(self, pyramid: Tensor, h: Tensor) -> Tensor:
         y = self.conv(pyramid)
-        return torch.cat([h, y], 1) if self.method == "cat" else h + y
+        return torch.cat([y, h], 1) if self.method == "cat" else h + y
 
 
 class TimeEmbedding(nn.Module):

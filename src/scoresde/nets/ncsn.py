@@ -187,6 +187,7 @@ class RefineNet(nn.Module):
     """Dilated RefineNet score network of NCSN (Song & Ermon 2019) / NCSNv2 (Song & Ermon 2020): ``net(x, c)``.
 
     ``conditional``: conditional instance norm++ everywhere (NCSN) or unconditional, c ignored (NCSNv2).
+    ``center_input``: map x to 2x - 1 first (score_sde's networks for data in [0, 1]).
     ``ch_mult`` / ``dilations``: channel multiplier and dilation of each residual stage; every stage
     after the first "downsamples", by 2x2 mean pooling when its dilation is 1 and by dilation otherwise.
     """
@@ -194,7 +195,7 @@ class RefineNet(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, ngf: int = 128,
                  ch_mult: Sequence[int] = (1, 2, 2, 2), dilations: Sequence[int] = (1, 1, 2, 4),
                  conditional: bool = True, num_classes: int = 10, conditioning: str = "index",
-                 sigma_min: float = 0.01, sigma_max: float = 1.0, pool: str = "avg"):
+                 sigma_min: float = 0.01, sigma_max: float = 1.0, pool: str = "avg", center_input: bool = False):
         super().__init__()
         if len(ch_mult) != len(dilations) or len(ch_mult) < 2:
             raise ValueError("ch_mult and dilations must have the same length (at least 2)")
@@ -204,6 +205,7 @@ class RefineNet(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.conditional, self.num_classes, self.conditioning = conditional, num_classes, conditioning
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.center_input = center_input
         self.act = act = nn.ELU()
         classes = num_classes if conditional else None
 
@@ -248,7 +250,7 @@ class RefineNet(nn.Module):
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         """x: (B, C, H, W); c: (B,) noise-level index / sigma (ignored when unconditional)."""
         cond = self._cond(c)
-        h = self.begin_conv(x)
+        h = self.begin_conv(2 * x - 1.0 if self.center_input else x)
         feats = []
         for block0, block1 in self.stages:
             h = block1(block0(h, cond), cond)
@@ -263,17 +265,20 @@ class NCSN(RefineNet):
     """NCSN (Song & Ermon 2019): RefineNet with conditional instance norm++, conditioned on the noise-level index."""
 
     def __init__(self, in_channels: int = 3, out_channels: int | None = None, ngf: int = 128, num_classes: int = 10,
-                 conditioning: str = "index", sigma_min: float = 0.01, sigma_max: float = 1.0, **kwargs: Any):
+                 conditioning: str = "index", sigma_min: float = 0.01, sigma_max: float = 1.0,
+                 center_input: bool = False, **kwargs: Any):
         super().__init__(in_channels, out_channels, ngf, conditional=True, num_classes=num_classes,
                          conditioning=conditioning, sigma_min=sigma_min, sigma_max=sigma_max,
-                         **{"pool": "avg", **kwargs})
+                         center_input=center_input, **{"pool": "avg", **kwargs})
 
 
 class NCSNv2(RefineNet):
     """NCSNv2 (Song & Ermon 2020): unconditional RefineNet with instance norm++; c is ignored (scaled_score)."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int | None = None, ngf: int = 128, **kwargs: Any):
-        super().__init__(in_channels, out_channels, ngf, conditional=False, **{"pool": "max", **kwargs})
+    def __init__(self, in_channels: int = 3, out_channels: int | None = None, ngf: int = 128,
+                 center_input: bool = False, **kwargs: Any):
+        super().__init__(in_channels, out_channels, ngf, conditional=False, center_input=center_input,
+                         **{"pool": "max", **kwargs})
 
 
 #: CIFAR-10 settings: NCSN with 10 noise levels (sigma 1 -> 0.01), NCSNv2 with ngf 128 (232 levels, sigma 50 -> 0.01).

@@ -5,6 +5,9 @@ Switches (constructor keywords, all plain values):
 * ``resblock_type``: ``"ddpm"`` (Ho et al. residual blocks, separate Up/Downsample layers) or
   ``"biggan"`` (BigGAN-type blocks that resample themselves).
 * ``fir`` / ``fir_kernel``: FIR ([1, 3, 3, 1]) resampling instead of nearest / average-pool / plain strided conv.
+  ``fused_up_conv`` (default true): an FIR upsampling followed by a conv is score_sde's fused op
+  (:func:`~scoresde.nets.layers.upsample_conv_2d`); false: upsample, then a zero-padded 3x3 conv.
+* ``center_input``: map x to 2x - 1 first (score_sde's networks for data in [0, 1], ``data.centered = False``).
 * ``resamp_with_conv``: a 3x3 conv in the DDPM-type Up/Downsample layers.
 * ``progressive``: ``"none" | "output_skip" | "residual"`` (output-side image pyramid).
 * ``progressive_input``: ``"none" | "input_skip" | "residual"`` (input-side image pyramid);
@@ -63,7 +66,7 @@ class UNet(nn.Module):
                  progressive: str = "none", progressive_input: str = "none", progressive_combine: str = "sum",
                  embedding_type: str = "positional", fourier_scale: float = 16.0, c_transform: str = "none",
                  attn_every_up_block: bool = True, init_scale: float = 0.0, max_groups: int = 32,
-                 pad_mode: str = "constant"):
+                 pad_mode: str = "constant", fused_up_conv: bool = True, center_input: bool = False):
         super().__init__()
         checks = {"resblock_type": (resblock_type, ("ddpm", "biggan")),
                   "progressive": (progressive, ("none", "output_skip", "residual")),
@@ -79,6 +82,7 @@ class UNet(nn.Module):
         self.resblock_type, self.progressive, self.progressive_input = resblock_type, progressive, progressive_input
         self.skip_rescale, self.attn_every_up_block, self.pad_mode = skip_rescale, attn_every_up_block, pad_mode
         self.multiple = 2 ** (L - 1)
+        self.center_input = center_input
         biggan = resblock_type == "biggan"
         temb_dim = 4 * nf
         self.embed = TimeEmbedding(nf, temb_dim, embedding_type, fourier_scale, c_transform)
@@ -151,11 +155,13 @@ class UNet(nn.Module):
                     level.pyramid_norm = group_norm(ch, max_groups)
                     level.pyramid_conv = conv3x3(ch, ch)
                 else:
-                    level.pyramid_up = Upsample(pyr_ch, ch, with_conv=True, fir=fir, fir_kernel=fir_kernel)
+                    level.pyramid_up = Upsample(pyr_ch, ch, with_conv=True, fir=fir, fir_kernel=fir_kernel,
+                                                fused=fused_up_conv)
                 pyr_ch = ch
             if i != 0:
                 level.resample = (block(ch, ch, up=True) if biggan
-                                  else Upsample(ch, with_conv=resamp_with_conv, fir=fir, fir_kernel=fir_kernel))
+                                  else Upsample(ch, with_conv=resamp_with_conv, fir=fir, fir_kernel=fir_kernel,
+                                                fused=fused_up_conv))
             self.up.append(level)
         assert not chans
 
@@ -168,6 +174,8 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         """x: (B, C, H, W); c: (B,) time / noise input. Returns (B, out_channels, H, W)."""
+        if self.center_input:
+            x = 2 * x - 1.0
         H, W = x.shape[-2:]
         ph, pw = (-H) % self.multiple, (-W) % self.multiple
         if ph or pw:
@@ -235,6 +243,8 @@ _NCSNPP = dict(_DDPMPP, fir=True, fir_kernel=(1, 3, 3, 1), progressive_input="re
 #: Constructor kwargs of the CIFAR-10 models (time input: DDPM / DDPM++ take c = 999 t (VP), NCSN++ takes c = sigma).
 UNET_PAPER_CONFIGS: dict[str, dict[str, Any]] = {
     "ddpm": _DDPM,                                            # Ho et al. 2020, 35.7M
+    # score_sde_pytorch's port of DDPM attends once per up-path level (not after every block): 35.2M
+    "ddpm_score_sde": dict(_DDPM, attn_every_up_block=False),
     "ddpmpp_cont": _DDPMPP,                                   # Song et al. 2021, DDPM++ cont. (VP / sub-VP)
     "ddpmpp_cont_deep": dict(_DDPMPP, num_res_blocks=8),      # DDPM++ cont. deep
     "ncsnpp_cont": _NCSNPP,                                   # NCSN++ cont. (VE)
