@@ -6,7 +6,7 @@ if [ ! -x "$root/.venv/bin/python" ]; then
   echo "scoresde: creating $root/.venv (one-time set-up)" >&2
   "$py" -m venv "$root/.venv"
 fi
-if ! "$root/.venv/bin/python" -c "import scoresde, torch, pytest, yaml, sklearn, importlib.util as u; assert u.find_spec('mlxtend') and u.find_spec('ruff')" 2>/dev/null; then
+if ! "$root/.venv/bin/python" -c "import scoresde, torch, pytest, yaml, sklearn, importlib.util as u; assert u.find_spec('mlxtend') and u.find_spec('ruff') and u.find_spec('diffusers')" 2>/dev/null; then
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
   "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check "torch==${SCORESDE_TORCH:-2.13.0}" \
     || "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check torch

@@ -410,3 +410,41 @@ def test_invalid_parameters_raise():
         VPSDE(beta_min=5.0, beta_max=1.0)
     with pytest.raises(ValueError):
         SubVPSDE(beta_min=-0.1, beta_max=1.0)
+
+
+def test_discrete_vp_sde_is_the_chain_at_its_steps_and_a_vp_sde_between():
+    """DiscreteVPSDE: alpha_t^2 = abar_i at t = (i + 1) / N, variance preserving, beta(t) = -2 dlog alpha/dt per
+    segment (moment ODEs), inverses, the exact DDPM step and alpha_i = abar_i / abar_{i-1}."""
+    from scoresde.sde import DiscreteVPSDE
+
+    n = 50
+    abar = torch.cumprod(1 - torch.linspace(1e-3, 0.2, n, dtype=F64), 0)
+    sde = DiscreteVPSDE(abar)
+    assert sde.N == n and sde.t_end == 1 / n
+    nodes = torch.arange(1, n + 1, dtype=F64) / n
+    alpha, sigma = sde.marginal(nodes)
+    torch.testing.assert_close(alpha**2, abar, rtol=1e-13, atol=0)
+    torch.testing.assert_close(alpha**2 + sigma**2, torch.ones_like(alpha), rtol=0, atol=1e-15)
+    assert float(sde.alpha(0.0)) == 1.0 and float(sde.sigma(0.0)) == 0.0
+    torch.testing.assert_close(sde.timestep(nodes), torch.arange(n, dtype=F64), rtol=0, atol=1e-12)
+    t = (torch.arange(n, dtype=F64) + torch.rand(n, dtype=F64, generator=_gen(0)).clamp(0.05, 0.95)) / n  # in segments
+    h = 1e-7
+    dla = (sde.log_alpha(t + h) - sde.log_alpha(t - h)) / (2 * h)
+    dvar = (sde.sigma(t + h) ** 2 - sde.sigma(t - h) ** 2) / (2 * h)
+    torch.testing.assert_close(dla, sde.drift_coef(t), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(dvar, 2 * sde.drift_coef(t) * sde.sigma(t) ** 2 + sde.diffusion(t) ** 2, rtol=1e-6,
+                               atol=1e-9)
+    torch.testing.assert_close(sde.t_from_sigma_tilde(sde.sigma_tilde(t)), t, rtol=0, atol=1e-13)
+    torch.testing.assert_close(sde.t_from_log_snr(sde.log_snr(t)), t, rtol=0, atol=1e-13)
+    # the exact transition between any two times preserves the marginal; on the chain it is DDPM's beta_i
+    t_next = t * torch.rand(n, dtype=F64, generator=_gen(1))
+    x = torch.ones(n, 1, dtype=F64)
+    f, G = sde.discretize(x, t, t_next)
+    (a, s), (a_n, s_n) = sde.marginal(t), sde.marginal(t_next)
+    scale = (x + f)[:, 0]
+    torch.testing.assert_close(a_n * scale, a, rtol=1e-12, atol=0)
+    torch.testing.assert_close(s_n**2 * scale**2 + G**2, s**2, rtol=1e-12, atol=1e-15)
+    ratio = abar[1:] / abar[:-1]
+    torch.testing.assert_close(sde.corrector_alpha(t[1:]), ratio, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        DiscreteVPSDE(torch.tensor([0.9, 0.0]))

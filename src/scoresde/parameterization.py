@@ -220,18 +220,20 @@ class NetworkModel(ScoreModel):
 
 
 class DenoiserModel(ScoreModel):
-    """A k-diffusion / EDM style denoiser ``D(x_ve, sigma)`` (VE space) seen as a score model over ``sde``.
+    """A k-diffusion / EDM style denoiser ``D(x_ve, sigma, **extra_args)`` (VE space) seen as a score model over ``sde``.
 
-    x_t = alpha_t x_ve with sigma = sigma_tilde(t); D returns the clean data estimate.
+    x_t = alpha_t x_ve with sigma = sigma_tilde(t) (a per-sample vector in x's dtype); D returns the clean data
+    estimate. ``extra_args`` (k-diffusion's conditioning keywords) are passed on every call.
     """
 
-    def __init__(self, denoiser: Callable[[Tensor, Tensor], Tensor], sde: SDE):
+    def __init__(self, denoiser: Callable[..., Tensor], sde: SDE, extra_args: dict | None = None):
         super().__init__(sde, "data")
         self.denoiser = denoiser
+        self.extra_args = dict(extra_args or {})
 
     def predict(self, x: Tensor, t: Tensor) -> Tensor:
         alpha = like(self.sde.alpha(t), x)
-        return self.denoiser(x / alpha, self.sde.sigma_tilde(t).to(x.dtype))
+        return self.denoiser(x / alpha, self.sde.sigma_tilde(t).to(x.dtype), **self.extra_args)
 
 
 def to_denoiser(model: ScoreModel) -> Callable[[Tensor, Tensor], Tensor]:

@@ -26,8 +26,8 @@ from torch import Tensor
 
 from ._tensor import like
 
-__all__ = ["SDE", "Discretized", "DiscreteForm", "VESDE", "BetaSDE", "VPSDE", "SubVPSDE", "SigmaSDE", "SMLDChain",
-           "DDPMChain", "euler_maruyama_discretization"]
+__all__ = ["SDE", "Discretized", "DiscreteForm", "VESDE", "BetaSDE", "VPSDE", "SubVPSDE", "SigmaSDE", "DiscreteVPSDE",
+           "SMLDChain", "DDPMChain", "euler_maruyama_discretization"]
 
 
 def _t(t: Tensor | float) -> Tensor:
@@ -305,6 +305,82 @@ class SigmaSDE(SDE):
 
     def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
         return torch.as_tensor(sigma_tilde, dtype=torch.float64)
+
+
+class DiscreteVPSDE(SDE, Discretized):
+    """The VP SDE through a discrete-time DDPM schedule (Ho et al. 2020): any alphas_cumprod abar_0..abar_{N-1}.
+
+    Step i of the chain, x_i = sqrt(abar_i) x_0 + sqrt(1 - abar_i) n, sits at t_i = (i + 1) / N; log alpha_t is
+    the piecewise-linear interpolation in t of 0 (t = 0, the data) and log sqrt(abar_i) (t = (i + 1) / N), and
+    sigma_t^2 = 1 - alpha_t^2. So the marginal at every t_i is the chain's exactly, and in between it is the VP SDE
+    with the piecewise-constant beta(t) = -2 d log alpha_t / dt (f = -beta x / 2, g^2 = beta: variance preserving).
+    A network trained on the chain's integer timesteps sees ``timestep(t) = N t - 1`` (exact at t_i, fractional
+    in between; DPM-Solver's convention for discrete-time models). ``t_end`` defaults to 1 / N (timestep 0).
+    """
+
+    def __init__(self, alphas_cumprod: Tensor, t_end: float | None = None):
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).reshape(-1)
+        if abar.numel() < 2 or not bool(((abar > 0) & (abar < 1)).all()) or not bool((abar[1:] < abar[:-1]).all()):
+            raise ValueError("DiscreteVPSDE needs a strictly decreasing alphas_cumprod in (0, 1) of length >= 2 "
+                             "(a zero-terminal-SNR schedule, abar_{N-1} = 0, has no Gaussian prior)")
+        self.N = int(abar.numel())
+        self.alphas_cumprod = abar
+        #: log alpha at the nodes t = k / N, k = 0..N
+        self._nodes = torch.cat([torch.zeros(1, dtype=torch.float64), 0.5 * torch.log(abar)])
+        self.t_end = 1.0 / self.N if t_end is None else float(t_end)
+
+    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(k, u): t = (k + u) / N with k in 0..N-1 and u in [0, 1] (clamped to [0, T])."""
+        s = _t(t).clamp(0.0, 1.0) * self.N
+        k = torch.clamp(torch.floor(s), 0, self.N - 1)
+        return k.long(), s - k
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        k, u = self._segment(t)
+        nodes = self._nodes.to(k.device)
+        return nodes[k] + u * (nodes[k + 1] - nodes[k])
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+
+    def beta(self, t: Tensor) -> Tensor:
+        """beta(t) = -2 d log alpha / dt, constant on each segment [k / N, (k + 1) / N)."""
+        k, _ = self._segment(t)
+        nodes = self._nodes.to(k.device)
+        return -2 * self.N * (nodes[k + 1] - nodes[k])
+
+    def drift_coef(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        return torch.sqrt(self.beta(t))
+
+    def t_from_sigma_tilde(self, sigma_tilde: Tensor) -> Tensor:
+        # log alpha = -log1p(sigma_tilde^2) / 2, then invert the decreasing piecewise-linear log alpha
+        la = -0.5 * torch.log1p(_t(sigma_tilde) ** 2)
+        nodes = self._nodes.to(la.device)
+        neg = -nodes  # increasing
+        flat = la.reshape(-1)
+        k = torch.clamp(torch.searchsorted(neg, (-flat).contiguous(), right=True) - 1, 0, self.N - 1)
+        u = (flat - nodes[k]) / (nodes[k + 1] - nodes[k])
+        return torch.clamp((k + u.clamp(0.0, 1.0)) / self.N, 0.0, 1.0).reshape(la.shape)
+
+    def timestep(self, t: Tensor | float) -> Tensor:
+        """The network's timestep input N t - 1 (the integer step index i at t = (i + 1) / N)."""
+        return _t(t) * self.N - 1
+
+    def discretize(self, x, t, t_next):
+        """DDPM step over [t_next, t]: f = (sqrt(1 - beta_i) - 1) x, G = sqrt(beta_i), beta_i = 1 - alpha_t^2 / alpha_next^2."""
+        log_ratio = self.log_alpha(_t(t)) - self.log_alpha(_t(t_next))
+        return (like(torch.exp(log_ratio), x) - 1) * x, torch.sqrt(-torch.expm1(2 * log_ratio))
+
+    def corrector_alpha(self, t: Tensor | float) -> Tensor:
+        """alpha_i = 1 - beta_i of the step at t (abar_i / abar_{i-1} on the chain)."""
+        return torch.exp(-self.beta(t) / self.N)
+
+    def __repr__(self) -> str:
+        return f"DiscreteVPSDE(N={self.N}, abar_0={float(self.alphas_cumprod[0]):.6g}, " \
+               f"abar_N-1={float(self.alphas_cumprod[-1]):.6g}, t_end={self.t_end:g})"
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 
 from .args import CLIError, add_sde_arguments, check_out, load_points, make_sde, positive, save_npz, seed
+from .models import MODEL_HELP
 
 __all__ = ["register"]
 
 EPILOG_LIKELIHOOD = """\
 examples:
   scoresde likelihood --workdir runs/mnist --split test --num 100 --repeats 2
+  scoresde likelihood --model diffusers:./ddpm-cifar10 --data images.npy --num 16
   scoresde likelihood --problem gmm8 --sde vp --num 500 --seed 0 --out out/gmm8_logp.npz
   scoresde likelihood --problem mixture.json --sde ve --data points.npy --out out/logp.npz
   scoresde likelihood --problem gmm64 --sde subvp --divergence hutchinson --probe gaussian --probes 4 \\
@@ -76,11 +78,14 @@ def _add_flow_arguments(p: argparse.ArgumentParser, out_metavar: str, out_help: 
     src.add_argument("--split", choices=["train", "test", "all"], help="--workdir: data split (default test)")
     src.add_argument("--trust-checkpoint", action="store_true",
                      help="allow full unpickling of the checkpoint (only for files you trust)")
+    src.add_argument("--model", metavar="KIND:PATH", help=MODEL_HELP + "; its images come from --data")
     src.add_argument("--problem", metavar="NAME_OR_JSON",
                      help="a built-in exact-score problem (see `scoresde problems`) or a JSON mixture file")
     add_sde_arguments(src, "--problem: forward SDE (default vp)")
     src.add_argument("--data", metavar="POINTS.npy", help="--problem: points to evaluate, (N, d) .npy or an .npz "
-                                                          "holding `samples` (default: draw --num from the problem)")
+                                                          "holding `samples` (default: draw --num from the problem); "
+                                                          "--model: images, uint8 0..255 or floats in [0, 1], or the "
+                                                          ".npz of `scoresde sample --model`")
     run = p.add_argument_group("run")
     run.add_argument("--num", type=positive(int), help="points / images to use (default 1000 for --problem, "
                                                         "100 for --workdir)")
@@ -89,8 +94,9 @@ def _add_flow_arguments(p: argparse.ArgumentParser, out_metavar: str, out_help: 
                                                                "workdir)")
     run.add_argument("--rtol", type=positive(float), default=1e-5, help="dopri5 relative tolerance (default 1e-5)")
     run.add_argument("--atol", type=positive(float), default=1e-5, help="dopri5 absolute tolerance (default 1e-5)")
-    run.add_argument("--t-end", "--eps", dest="t_end", metavar="T_END", type=positive(float), default=1e-5,
+    run.add_argument("--t-end", "--eps", dest="t_end", metavar="T_END", type=positive(float), default=None,
                      help="the data end of the ODE, t = t_end (default 1e-5, as score_sde_pytorch's likelihood; "
+                          "--model: the model's own, timestep 0 = 1/N for a DDPM schedule; "
                           "--eps is the old name)")
     run.add_argument("--out", required=out_required, metavar=out_metavar, help=out_help)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -106,10 +112,16 @@ class _FlowSource:
 
 
 def _flow_source(args, prog: str) -> _FlowSource:
-    if args.t_end >= 1.0:
+    if args.t_end is not None and args.t_end >= 1.0:
         raise CLIError(f"{prog}: --t-end must be < T = 1, got {args.t_end:g}")
-    if (args.problem is None) == (args.workdir is None):
-        raise CLIError(f"{prog}: give exactly one of --problem (exact score) or --workdir (trained model)")
+    if sum(a is not None for a in (args.problem, args.workdir, args.model)) != 1:
+        raise CLIError(f"{prog}: give exactly one of --problem (exact score), --workdir (trained model) or --model "
+                       "(KIND:PATH)")
+    if args.model is not None:
+        src = _model_source(args, prog)
+        args.t_end = src.model.sde.t_end if args.t_end is None else args.t_end
+        return src
+    args.t_end = 1e-5 if args.t_end is None else args.t_end
     if args.workdir is not None:
         for k in ("sde", "sigma_min", "sigma_max", "beta_min", "beta_max", "data"):
             if getattr(args, k) is not None:
@@ -136,6 +148,26 @@ def _flow_source(args, prog: str) -> _FlowSource:
         x = problem.sample(args.num or 1000, generator=torch.Generator().manual_seed(args.seed))
     x = x.reshape((x.shape[0],) + tuple(problem.shape))
     return _FlowSource(ExactScoreModel(problem, sde), x, problem=problem, label=f"{args.problem}, {args.sde}")
+
+
+def _model_source(args, prog: str) -> _FlowSource:
+    """--model KIND:PATH with --data images: bits/dim (likelihood) or latents (encode) of those images."""
+    from .models import load_images, load_model
+
+    for k in ("sde", "sigma_min", "sigma_max", "beta_min", "beta_max", "split"):
+        if getattr(args, k) is not None:
+            raise CLIError(f"{prog}: --{k.replace('_', '-')} does not apply to --model (the model brings its SDE; "
+                           "its images come from --data)")
+    if args.trust_checkpoint:
+        raise CLIError(f"{prog}: --trust-checkpoint applies to --workdir (diffusers weights load without pickle)")
+    if args.data is None:
+        raise CLIError(f"{prog}: --model needs --data (the images to evaluate)")
+    loaded = load_model(args.model, prog)
+    images01 = load_images(args.data, loaded.shape, prog)[: args.num or None]
+    device = next(loaded.model.net.parameters()).device
+    images01 = images01.to(device)
+    x = images01 * 2 - 1 if loaded.data_range == "[-1,1]" else images01
+    return _FlowSource(loaded.model, x, images01=images01, data_range=loaded.data_range, label=loaded.label)
 
 
 def _workdir_source(args, prog: str) -> _FlowSource:

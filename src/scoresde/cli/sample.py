@@ -20,6 +20,7 @@ from .args import (
     sde_arguments_given,
     seed,
 )
+from .models import MODEL_HELP
 
 __all__ = ["register"]
 
@@ -34,6 +35,7 @@ examples:
   scoresde sample --problem gmm8 --sde vp --sampler ggf --rtol 0.05 --out out/ggf.npz
   scoresde sample --problem gmm64 --sde vp --sampler dpmpp2m --steps 15 --grid logsnr --out out/2m.npz
   scoresde sample --workdir runs/mnist --sampler seeds2 --steps 25 --num 64 --out runs/mnist/seeds2.npz
+  scoresde sample --model diffusers:./ddpm-cifar10 --sampler seeds2 --steps 25 --num 16 --out out/ddpm.npz
 
 A JSON mixture file holds {"weights": [...], "means": [[...], ...], "stds": [...]}.
 The .npz holds `samples` (num x dim, data space) and `nfe` (exact network evaluations per sample
@@ -55,6 +57,7 @@ def register(sub) -> None:
     src.add_argument("--workdir", metavar="W", help="a training workdir: sample its newest checkpoint (EMA weights)")
     src.add_argument("--trust-checkpoint", action="store_true",
                      help="allow full unpickling of the checkpoint (only for files you trust)")
+    src.add_argument("--model", metavar="KIND:PATH", help=MODEL_HELP)
     add_sde_arguments(src, "forward SDE of an exact problem (default vp)")
     src.add_argument("--t-end", "--eps", dest="t_end", type=positive(float),
                      help="end time of sampling (default 1e-5 VE, 1e-3 VP/sub-VP; --eps is the old name)")
@@ -86,10 +89,13 @@ def register(sub) -> None:
 def cmd_sample(args) -> int:
     prog = "scoresde sample"
     out = check_out(args.out, prog)
-    if (args.problem is None) == (args.workdir is None):
-        raise CLIError(f"{prog}: give exactly one of --problem (exact score) or --workdir (trained model)")
+    if sum(a is not None for a in (args.problem, args.workdir, args.model)) != 1:
+        raise CLIError(f"{prog}: give exactly one of --problem (exact score), --workdir (trained model) or --model "
+                       "(KIND:PATH)")
     if args.workdir is not None:
         return _sample_workdir(args, out, prog)
+    if args.model is not None:
+        return _sample_model(args, out, prog)
     import numpy as np
     import torch
 
@@ -168,6 +174,44 @@ def _sample_workdir(args, out: Path, prog: str) -> int:
     if not args.no_plot:
         png = out.with_suffix(".png")
         save_samples_picture(x, png, cfg, title=f"NFE {res.nfe}")
+        line += f"\nplot: {png}"
+    print(line)
+    return 0
+
+
+def _sample_model(args, out: Path, prog: str) -> int:
+    """--model KIND:PATH: a model in another project's format (its SDE comes with it; --t-end may move its end)."""
+    import numpy as np
+
+    from ..plotting import save_image_grid
+    from ..samplers import sample
+    from ..samplers.registry import DEFAULT_SAMPLER, describe, resolve
+    from .models import load_model
+
+    given = sde_arguments_given(args)
+    if given:
+        raise CLIError(f"{prog}: --{given[0].replace('_', '-')} comes from the model with --model")
+    if args.label is not None or args.guidance is not None or args.guidance_type is not None:
+        raise CLIError(f"{prog}: --class / --guidance apply to mixture problems")
+    if args.trust_checkpoint:
+        raise CLIError(f"{prog}: --trust-checkpoint applies to --workdir (diffusers weights load without pickle)")
+    loaded = load_model(args.model, prog, t_end=args.t_end)
+    name = args.sampler or DEFAULT_SAMPLER
+    options = sampler_options(args, name, prog)
+    fn, kwargs = resolve(name, options)
+    net = loaded.model.net
+    device = next(net.parameters()).device
+    t0 = time.perf_counter()
+    res = sample(loaded.model, args.num, args.seed, fn, loaded.shape, batch_size=min(args.batch_size, 256),
+                 device=device, progress=not args.no_progress, **kwargs)
+    wall = time.perf_counter() - t0
+    x = res.samples.float().cpu()
+    extra = {} if res.nfe_per_sample is None else {"nfe_per_sample": res.nfe_per_sample.cpu().numpy()}
+    save_npz(out, samples=x.numpy(), nfe=np.int64(res.nfe), seed=np.int64(args.seed), model=args.model, **extra)
+    line = f"wrote {out} ({args.num} samples from {loaded.label}, {describe(name, options)}, NFE {res.nfe}, {wall:.1f} s)"
+    if not args.no_plot:
+        png = out.with_suffix(".png")
+        save_image_grid(((x + 1) / 2).clamp(0, 1).numpy(), png)
         line += f"\nplot: {png}"
     print(line)
     return 0

@@ -1,7 +1,12 @@
-"""Models from other code bases as score models: score_sde_pytorch checkpoints (:mod:`.score_sde`), and more.
+"""Models from other code bases as score models, and scoresde's samplers in theirs.
+
+* score_sde_pytorch checkpoints (:mod:`.score_sde`): :func:`load_score_sde_checkpoint` ...;
+* diffusers (:mod:`.diffusers`): :func:`from_diffusers` - a ``save_pretrained`` pipeline or ``UNet2DModel`` folder;
+* k-diffusion (:mod:`.kdiffusion`): :func:`from_denoiser` - a denoiser ``D(x, sigma, **extra)``;
+* :mod:`.schedulers`: SEEDS-1/2/3 as diffusers schedulers (``SEEDS2Scheduler`` ...).
 
 Names import lazily: ``import scoresde.interop`` loads nothing heavy; each format's module is imported on
-first use of one of its names (so an optional dependency of one format never blocks another).
+first use of one of its names (so an optional dependency of one format, e.g. diffusers, never blocks another).
 """
 from __future__ import annotations
 
@@ -16,6 +21,10 @@ _NAMES: dict[str, str] = {
     "score_sde_name_map": "score_sde",
     "to_score_sde_state": "score_sde",
     "ScoreSDECheckpointError": "score_sde",
+    **dict.fromkeys(["from_diffusers", "DiffusersError", "DiffusersModel", "sde_from_scheduler_config",
+                     "alphas_cumprod_from_config"], "diffusers"),
+    "from_denoiser": "kdiffusion",
+    **dict.fromkeys(["SEEDS1Scheduler", "SEEDS2Scheduler", "SEEDS3Scheduler", "SEEDSScheduler"], "schedulers"),
 }
 
 __all__ = sorted(_NAMES)

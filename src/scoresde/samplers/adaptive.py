@@ -254,7 +254,7 @@ def sample_ggf(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor | None = 
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"sample_ggf needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
     sde = VESDE(sigma_min, sigma_max, t_end=0.0)
-    wrapped = DenoiserModel(lambda xv, sigma: model(xv, sigma.to(xv.dtype), **extra_args), sde)
+    wrapped = DenoiserModel(model, sde, extra_args)
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)))
     streams = SampleStreams(seed, x.shape[1:], range(x.shape[0]), stream=BROWNIAN, dtype=x.dtype,

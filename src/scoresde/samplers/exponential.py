@@ -61,7 +61,7 @@ x_t = alpha_t D(x_s) (one NFE, no noise). ``denoise=True`` adds one counted Twee
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +70,7 @@ from torch import Tensor
 from .._tensor import like
 from ..brownian import NoiseSource
 from ..parameterization import ScoreModel
+from ..sde import SDE
 from .base import SampleResult
 from .common import (
     Draw,
@@ -87,7 +88,8 @@ from .common import (
 )
 
 __all__ = ["TABLEAUX", "WEIGHTS", "ExponentialTableau", "ddim", "ddim_step", "dpmpp_2m", "etd_erk", "etd_erk_1",
-           "etd_erk_2", "etd_erk_3", "exponential_sample", "exponential_step", "exponential_tableau"]
+           "etd_erk_2", "etd_erk_3", "exponential_sample", "exponential_stages", "exponential_step", "exponential_tableau",
+           "stage_times", "StageRequest"]
 
 #: the Taylor weight of a corrected point: "taylor" (phi2 / psi) or "phi1" (phi1 / 2, DPM-Solver++(2S))
 WEIGHTS = ("taylor", "phi1")
@@ -188,25 +190,30 @@ def _weight(kind: str, z: Tensor, data: bool) -> Tensor:
     return (phi1(z) if data else torch.expm1(z)) / 2
 
 
-@torch.no_grad()
-def exponential_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, tableau: ExponentialTableau, *,
-                     eta: float = 0.0, prediction: str = "data", draw: Draw | None = None,
-                     s_noise: float = 1.0) -> tuple[Tensor, Tensor]:
-    """One step s -> t of ``tableau`` (module docstring): ETD-ERK at eta = 0 (no noise drawn), SEEDS at eta > 0.
+#: what a step asks of the model: (state, per-sample time, "data" for D or "eps" for the noise prediction)
+StageRequest = tuple[Tensor, Tensor, str]
 
-    ``draw(sigma_from, sigma_to)`` returns the standard normal of each sub-interval (``tableau.stages`` per step
-    when eta > 0). Returns (x_t, D(x_s)); costs ``tableau.stages`` NFE (1 when sigma_t = 0).
+
+def exponential_stages(sde: SDE, x: Tensor, t_s: Tensor, t_t: Tensor, tableau: ExponentialTableau, *,
+                       eta: float = 0.0, prediction: str = "data", draw: Draw | None = None,
+                       s_noise: float = 1.0) -> Generator[StageRequest, Tensor, tuple[Tensor, Tensor]]:
+    """One step s -> t of ``tableau`` (module docstring) as a coroutine that asks for each model evaluation.
+
+    It yields a :data:`StageRequest` (x_c, t_c, kind) for every evaluation (``tableau.stages`` of them; 1 when
+    sigma_t = 0), is sent the model's prediction of that kind at (x_c, t_c), and returns (x_t, D(x_s)). The first
+    request is (x, t_s). :func:`exponential_step` drives it with a :class:`ScoreModel`; a diffusers scheduler
+    (:mod:`scoresde.interop.schedulers`) drives the same code with the outputs a pipeline computes.
     """
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     check_prediction(prediction)
     if eta > 0 and draw is None:
         raise ValueError("a stochastic step (eta > 0) needs a draw")
-    sde = model.sde
     a_s, s_s, l_s = coefs(sde, t_s)
     a_t, s_t, l_t = coefs(sde, t_t)
     data = prediction == "data"
-    F0 = model.denoised(x, t_s) if data else model.eps(x, t_s)
+    kind = "data" if data else "eps"
+    F0 = yield x, t_s, kind
     D_s = F0 if data else (x - like(s_s, x) * F0) / like(a_s, x)
     if bool((s_t == 0).all()):
         return like(a_t, x) * D_s, D_s
@@ -242,9 +249,39 @@ def exponential_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, tab
             u = u + like(s_noise * (s_c if data else a_c), x) * n
         if final:
             return u, D_s
-        F.append(model.denoised(u, t_c) if data else model.eps(u, t_c))
+        F.append((yield u, t_c, kind))
         c_prev, sig_prev = c, sig_c
     raise AssertionError("unreachable")
+
+
+def stage_times(sde: SDE, t_s: Tensor, t_t: Tensor, tableau: ExponentialTableau) -> list[Tensor]:
+    """The times at which :func:`exponential_stages` evaluates the model over s -> t: t_s, then each stage's
+    (computed exactly as the step computes them; only t_s when sigma_t = 0)."""
+    _, _, l_s = coefs(sde, t_s)
+    _, s_t, l_t = coefs(sde, t_t)
+    if bool((s_t == 0).all()):
+        return [t_s]
+    return [t_s] + [sde.t_from_log_snr(l_s + c * (l_t - l_s)) for c in tableau.c]
+
+
+@torch.no_grad()
+def exponential_step(model: ScoreModel, x: Tensor, t_s: Tensor, t_t: Tensor, tableau: ExponentialTableau, *,
+                     eta: float = 0.0, prediction: str = "data", draw: Draw | None = None,
+                     s_noise: float = 1.0) -> tuple[Tensor, Tensor]:
+    """One step s -> t of ``tableau`` (module docstring): ETD-ERK at eta = 0 (no noise drawn), SEEDS at eta > 0.
+
+    ``draw(sigma_from, sigma_to)`` returns the standard normal of each sub-interval (``tableau.stages`` per step
+    when eta > 0). Returns (x_t, D(x_s)); costs ``tableau.stages`` NFE (1 when sigma_t = 0). The step itself is
+    :func:`exponential_stages`, driven here with ``model``.
+    """
+    steps = exponential_stages(model.sde, x, t_s, t_t, tableau, eta=eta, prediction=prediction, draw=draw,
+                               s_noise=s_noise)
+    try:
+        u, t_c, kind = next(steps)
+        while True:
+            u, t_c, kind = steps.send(model.denoised(u, t_c) if kind == "data" else model.eps(u, t_c))
+    except StopIteration as done:
+        return done.value
 
 
 @torch.no_grad()

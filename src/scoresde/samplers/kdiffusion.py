@@ -42,9 +42,8 @@ def _setup(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor, extra_args: 
     sigmas = torch.as_tensor(sigmas).detach().to(torch.float64).reshape(-1)
     if sigmas.numel() < 2 or not bool((sigmas[1:] < sigmas[:-1]).all()) or bool((sigmas < 0).any()):
         raise ValueError("sigmas must be a 1-D decreasing tensor of at least 2 noise levels >= 0")
-    extra = extra_args or {}
     sde = SigmaSDE(float(sigmas[0]), float(sigmas[-1]))
-    return DenoiserModel(lambda y, s: model(y, s, **extra), sde), sigmas
+    return DenoiserModel(model, sde, extra_args), sigmas
 
 
 def _draw(x: Tensor, noise_sampler: Callable[[Tensor, Tensor], Tensor] | None):
