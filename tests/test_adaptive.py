@@ -377,3 +377,17 @@ def test_a_run_leaves_its_controller_as_it_was():
             outs.append((res, float(h[~end].min())))
         assert outs[1][1] < 0.05  # without the floor, shorter steps occur
         assert torch.equal(outs[0][0].samples, outs[2][0].samples)
+
+
+def test_refilled_slots_same_samples_fuller_batches():
+    """GGF through refilled slots (sample()'s default for it): the same samples as fixed batches, bit for bit, and
+    the batched calls per sample within 1.2x of the per-sample NFE (the final denoise batched as well)."""
+    model = s.ExactScoreModel(s.load_problem("gmm8"), s.VPSDE())
+    kw = {"rtol": 0.2}
+    res = sample(model, 120, 3, ggf_sample, (2,), batch_size=6, dtype=torch.float64, **kw)
+    fixed = sample(model, 120, 3, ggf_sample, (2,), batch_size=6, dtype=torch.float64, refill=False, **kw)
+    torch.testing.assert_close(res.samples, fixed.samples, rtol=0, atol=0)
+    torch.testing.assert_close(res.nfe_per_sample, fixed.nfe_per_sample, rtol=0, atol=0)
+    per = float(res.nfe_per_sample.double().mean())
+    assert res.info["calls_per_sample"] <= 1.2 * per, (res.info["calls_per_sample"], per)
+    assert fixed.info["total_calls"] * 6 / 120 > res.info["calls_per_sample"]

@@ -23,8 +23,9 @@ The final denoise is one more model call, counted in both (``info["denoise_nfe"]
 """
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -36,9 +37,10 @@ from ..parameterization import DenoiserModel, ScoreModel
 from ..sde import VESDE
 from ..seeding import BROWNIAN
 from .base import SampleResult, callback_state, progress_bar, progress_from_disable
-from .controller import GGFController, StepSizeController
+from .controller import ControllerState, GGFController, StepSizeController
+from .slots import Feed, Slots, in_batch_order, stream_start
 
-__all__ = ["ERROR_NORMS", "TOLERANCES", "error_norm", "ggf_sample", "sample_ggf"]
+__all__ = ["ERROR_NORMS", "TOLERANCES", "error_norm", "ggf_sample", "ggf_stream", "sample_ggf"]
 
 Norm = Literal["l2_scaled", "l2", "linf"]
 ERROR_NORMS: tuple[str, ...] = ("l2_scaled", "l2", "linf")
@@ -116,6 +118,27 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
     depend on its batch. Returns nfe (batched model calls), nfe_per_sample and in ``info`` the
     accepted / rejected attempts (totals and per sample).
     """
+    opts = _checked(model, x.shape[0], rtol=rtol, atol=atol, h_init=h_init, norm=norm, extrapolate=extrapolate,
+                    drift_error_only=drift_error_only, noise_mode=noise_mode, tolerance=tolerance, controller=controller,
+                    factor_max=factor_max, h_min=h_min, max_steps=max_steps, t_end=t_end, denoise=denoise,
+                    progress=progress, callback=callback)
+    n = x.shape[0]
+    streams = noise.substream(BROWNIAN) if isinstance(noise, NoiseSource) else noise
+    if streams.batch_size != n or tuple(streams.shape) != tuple(x.shape[1:]):
+        raise ValueError(f"the noise source is for {streams.batch_size} samples of shape {tuple(streams.shape)}, "
+                         f"x holds {n} of shape {tuple(x.shape[1:])}")
+    indices = list(streams.indices)
+    res = _integrate(model, x, streams, None, n, indices, **opts)
+    res.samples, res.nfe_per_sample = in_batch_order(res.samples, res.nfe_per_sample, res.info, indices)
+    return res
+
+
+def _checked(model: ScoreModel, n: int, *, rtol: float, atol: float | None, h_init: float, norm: str,
+             extrapolate: bool, drift_error_only: bool, noise_mode: str, tolerance: str,
+             controller: StepSizeController | None, factor_max: float | None, h_min: float | None,
+             max_steps: int | None, t_end: float | None, denoise: bool, progress: bool,
+             callback: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """:func:`ggf_sample`'s options validated and completed (the loop's keyword arguments, controller state included)."""
     sde = model.sde
     t_end = float(sde.t_end if t_end is None else t_end)
     T = float(sde.T)
@@ -136,37 +159,55 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
     h_min = 1e-5 * span if h_min is None else _check_positive("h_min", h_min)
     if controller is None:
         controller = GGFController(factor_max=factor_max)
-    n = x.shape[0]
     ctrl = controller.init(n, h_min=h_min)
     max_steps = int(2 * span / ctrl.h_min + 1000) if max_steps is None and ctrl.h_min > 0 else max_steps
     if max_steps is None or int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    streams = noise.substream(BROWNIAN) if isinstance(noise, NoiseSource) else noise
-    if streams.batch_size != n or tuple(streams.shape) != tuple(x.shape[1:]):
-        raise ValueError(f"the noise source is for {streams.batch_size} samples of shape {tuple(streams.shape)}, "
-                         f"x holds {n} of shape {tuple(x.shape[1:])}")
+    return {"controller": controller, "ctrl": ctrl, "rtol": rtol, "atol": atol, "h_init": h_init, "norm": norm,
+            "extrapolate": extrapolate, "drift_error_only": drift_error_only, "noise_mode": noise_mode,
+            "tolerance": tolerance, "max_steps": int(max_steps), "t_end": t_end, "denoise": denoise,
+            "progress": progress, "callback": callback}
+
+
+def _integrate(model: ScoreModel, x: Tensor, streams: SampleStreams, feed: Feed | None, total: int,
+               indices: list[int], *, controller: StepSizeController, ctrl: ControllerState, rtol: float, atol: float,
+               h_init: float, norm: Norm, extrapolate: bool, drift_error_only: bool, noise_mode: NoiseMode,
+               tolerance: Tolerance, max_steps: int, t_end: float, denoise: bool, progress: bool,
+               callback: Callable[[dict[str, Any]], None] | None) -> SampleResult:
+    """GGF's loop over the slots of a batch; with a feed, a finished slot takes the next sample at once."""
+    sde = model.sde
+    T = float(sde.T)
+    span = T - t_end
+    n = x.shape[0]
     path = BrownianPath(streams, noise_mode)
+    slots = Slots(indices, feed, streams, path, controller)
+    accepted, rejected, live = slots.accepted, slots.rejected, slots.live
+    h0 = _on_grid(torch.tensor([min(max(h_init, ctrl.h_min), span)], dtype=torch.float64), ctrl.h_min)
 
     start = model.nfe
     x = x.clone()
     x_prev = x.clone()
     t = torch.full((n,), T, dtype=torch.float64)
-    h = _on_grid(torch.full((n,), min(max(h_init, ctrl.h_min), span), dtype=torch.float64), ctrl.h_min)
-    done = t <= t_end
-    nfe_per_sample = torch.zeros(n, dtype=torch.long)
-    accepted = torch.zeros(n, dtype=torch.long)
-    rejected = torch.zeros(n, dtype=torch.long)
+    h = h0.expand(n).clone()
+    waiting: list[tuple[int, Tensor, tuple[int, int, int]]] = []  # finished, awaiting the final denoise
     iteration = 0
-    with torch.no_grad(), progress_bar(None, progress, f"ggf ({noise_mode}) t") as bar:
-        bar.total = round(span, 6)
-        while not bool(done.all()):
-            if iteration >= int(max_steps):
-                left = int((~done).sum())
-                raise RuntimeError(f"ggf_sample: {left} sample(s) still above t_end={t_end:g} after max_steps={max_steps} "
-                                   f"attempts (smallest t {float(t[~done].min()):.3g}); raise max_steps or h_min, "
-                                   "or loosen rtol/atol")
+
+    def denoise_waiting() -> None:
+        xs = torch.stack([w[1] for w in waiting])
+        d = model.denoised(xs, torch.full((len(waiting),), t_end, dtype=torch.float64))
+        for j, (idx, _, (c, a_, r)) in enumerate(waiting):
+            slots.store(idx, d[j], (c + 1, a_, r))
+        waiting.clear()
+
+    with torch.no_grad(), progress_bar(total, progress, f"ggf ({noise_mode})") as bar:
+        while bool(live.any()):
             iteration += 1
-            rows = (~done).nonzero().squeeze(1)
+            rows = live.nonzero().squeeze(1)
+            if int((accepted[rows] + rejected[rows]).max()) >= max_steps:
+                left = int(((accepted + rejected >= max_steps) & live).sum())
+                raise RuntimeError(f"ggf_sample: {left} sample(s) made max_steps={max_steps} attempts above "
+                                   f"t_end={t_end:g} (smallest t {float(t[rows].min()):.3g}); raise max_steps or h_min, "
+                                   "or loosen rtol/atol")
             xa, ta, ha = x[rows], t[rows], h[rows]
             remaining = ta - t_end
             # a step within rounding of the end goes to the end (no sliver steps left by t - h)
@@ -188,7 +229,7 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
                 delta = (torch.maximum(x1.abs(), x_prev[rows].abs()) * rtol).clamp_min(atol)
             error = error_norm((x2 - x1) / delta, norm).cpu()
             ok, h_new, ctrl = controller.propose(ctrl, error, ha, remaining, rows)
-            nfe_per_sample[rows] += 2
+            slots.calls[rows] += 2
             acc_rows = rows[ok]
             ok_x = ok.to(x.device)
             if callback is not None:  # the batch before the attempt, kept as it is for the callback
@@ -204,22 +245,50 @@ def ggf_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | SampleStreams,
             accepted[acc_rows] += 1
             rejected[rows[~ok]] += 1
             h[rows] = _on_grid(h_new, ctrl.h_min)
-            done = t <= t_end
-            h[done] = 0.0
             if callback is not None:
                 callback(callback_state(iteration - 1, x_before, t_before, sde, None, x_next=x.clone(),
-                                        t_next=t.clone(), h=h.clone(), accepted=ok, rows=rows, error=error))
-            bar.update(round(T - float(t.max()), 6) - bar.n)
-        denoise_nfe = 0
-        if denoise:
-            x = model.denoised(x, torch.full((n,), t_end, dtype=torch.float64))
-            nfe_per_sample += 1
-            denoise_nfe = 1
-    info = {"accepted": int(accepted.sum()), "rejected": int(rejected.sum()), "accepted_per_sample": accepted,
-            "rejected_per_sample": rejected, "iterations": iteration, "denoise_nfe": denoise_nfe,
-            "noise_mode": noise_mode, "rtol": rtol, "atol": atol, "norm": norm, "tolerance": tolerance}
-    return SampleResult(x, model.nfe - start, nfe_per_sample, info)
+                                        t_next=t.clone(), h=h.clone(), accepted=ok, rows=rows, error=error,
+                                        samples=list(slots.index)))
+            for row in acc_rows[last[ok]].tolist():
+                nxt, ctrl, (idx, done) = slots.finish(row, None if denoise else x[row].clone(), ctrl)
+                if denoise:
+                    waiting.append((idx, x[row].clone(), done))
+                if nxt is not None:
+                    x[row] = x_prev[row] = nxt[1].to(x)
+                    t[row], h[row] = T, h0[0]
+            # the final denoises in batches as full as the run's (one batched call for n finished samples)
+            if denoise and waiting and (len(waiting) >= n or not bool(live.any())):
+                denoise_waiting()
+            bar.update(len(slots.out) - bar.n)
+    samples, per, info = slots.result(x)
+    info.update({"iterations": iteration, "denoise_nfe": int(denoise), "noise_mode": noise_mode, "rtol": rtol,
+                 "atol": atol, "norm": norm, "tolerance": tolerance, "slots": n})
+    return SampleResult(samples, model.nfe - start, per, info)
 
+
+def ggf_stream(model: ScoreModel, num: int, seed: int, shape: Sequence[int], batch_size: int = 256,
+               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", start_index: int = 0,
+               **options: Any) -> SampleResult:
+    """``num`` samples of :func:`ggf_sample` through ``batch_size`` slots kept full (refilled per sample).
+
+    As :func:`~.adaptive_exponential.adaptive_exponential_stream`: sample i is seeded by (seed, start_index + i) alone,
+    so the samples equal those of any batch size; ``nfe`` is ceil(total batched calls * slots / num).
+    """
+    params = inspect.signature(ggf_sample).parameters
+    keys = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    unknown = set(options) - set(keys)
+    if unknown:
+        raise TypeError(f"ggf_stream got unexpected option(s): {', '.join(sorted(unknown))}")
+    x, first, feed, streams = stream_start(model, num, seed, shape, batch_size, dtype, device, start_index,
+                                           brownian=True)
+    res = _integrate(model, x, streams, feed, num, first, **_checked(model, x.shape[0], **{**keys, **options}))
+    res.info["total_calls"] = res.nfe
+    res.info["calls_per_sample"] = res.nfe * len(first) / num
+    res.nfe = math.ceil(res.info["calls_per_sample"])
+    return res
+
+
+ggf_sample.stream = ggf_stream  # type: ignore[attr-defined]
 
 def sample_ggf(model: Callable[..., Tensor], x: Tensor, sigmas: Tensor | None = None,
                extra_args: dict[str, Any] | None = None, callback: Callable[[dict[str, Any]], None] | None = None,

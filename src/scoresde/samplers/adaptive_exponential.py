@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -61,14 +61,12 @@ from .adaptive import _SNAP, DEFAULT_ATOL, ERROR_NORMS, Norm, _check_positive, _
 from .base import SampleResult, callback_state, progress_bar, progress_from_disable
 from .common import coefs, phi1, phi2
 from .controller import PIDController, StepSizeController
+from .slots import Feed, Slots, in_batch_order, stream_start
 
 __all__ = ["adaptive_exponential", "adaptive_exponential_stream", "sample_adaptive"]
 
 #: the stage fraction of the embedded pair (SEEDS-2's midpoint in lambda)
 _C = 0.5
-
-#: the (index, x_T) pairs of samples waiting for a slot
-Feed = Iterator[tuple[int, Tensor]]
 
 
 def _v_offsets(lam: Tensor, dl: Tensor, eta: float) -> Tensor:
@@ -134,43 +132,25 @@ def _integrate(model: ScoreModel, x: Tensor, streams: SampleStreams | None, feed
 
     start = model.nfe
     x = x.clone()
-    slot = list(indices)  # the sample each slot holds
+    slots = Slots(indices, feed, streams, path, controller)
+    calls, accepted, rejected, live = slots.calls, slots.accepted, slots.rejected, slots.live
     lam = torch.full((n,), lam_T, dtype=f64)
     t = torch.full((n,), T, dtype=f64)
     h = _on_grid(torch.full((n,), h0, dtype=f64), ctrl.h_min)
     D = torch.zeros_like(x)
     have = torch.zeros(n, dtype=torch.bool)  # D at the slot's current point is cached
-    live = torch.ones(n, dtype=torch.bool)
-    calls = torch.zeros(n, dtype=torch.long)
-    accepted = torch.zeros(n, dtype=torch.long)
-    rejected = torch.zeros(n, dtype=torch.long)
-    out: dict[int, Tensor] = {}
-    stats: dict[int, tuple[int, int, int]] = {}
     waiting: list[tuple[int, Tensor, tuple[int, int, int]]] = []  # finished, awaiting the final denoise
     iteration = 0
 
     def finish(row: int) -> None:
         nonlocal ctrl
-        done = (int(calls[row]), int(accepted[row]), int(rejected[row]))
+        nxt, ctrl, (idx, done) = slots.finish(row, None if denoise else x[row].clone(), ctrl)
         if denoise:
-            waiting.append((slot[row], x[row].clone(), done))
-        else:
-            out[slot[row]], stats[slot[row]] = x[row].clone(), done
-        nxt = next(feed, None) if feed is not None else None
-        if nxt is None:
-            live[row] = False
-            return
-        idx, x_T = nxt
-        slot[row] = int(idx)
-        x[row] = x_T.to(x)
-        lam[row], t[row], h[row] = lam_T, T, _on_grid(torch.tensor([h0], dtype=f64), ctrl.h_min)
-        have[row] = False
-        calls[row] = accepted[row] = rejected[row] = 0
-        rows = torch.tensor([row])
-        ctrl = controller.reset(ctrl, rows)
-        if path is not None:
-            streams.reassign(row, idx)
-            path.reset(rows)
+            waiting.append((idx, x[row].clone(), done))
+        if nxt is not None:
+            x[row] = nxt[1].to(x)
+            lam[row], t[row], h[row] = lam_T, T, _on_grid(torch.tensor([h0], dtype=f64), ctrl.h_min)
+            have[row] = False
 
     with torch.no_grad(), progress_bar(total, progress, f"adaptive (eta {eta:g})") as bar:
         while bool(live.any()) or waiting:
@@ -210,7 +190,7 @@ def _integrate(model: ScoreModel, x: Tensor, streams: SampleStreams | None, feed
             calls[start_rows] += 1
             calls[rows] += 1
             for j, (idx, _, (c, a_, r)) in enumerate(waiting):
-                out[idx], stats[idx] = d[k0 + k1 + j], (c + 1, a_, r)
+                slots.store(idx, d[k0 + k1 + j], (c + 1, a_, r))
             waiting.clear()
             if k1:
                 Du = d[k0:k0 + k1]
@@ -237,19 +217,13 @@ def _integrate(model: ScoreModel, x: Tensor, streams: SampleStreams | None, feed
                 if callback is not None:
                     callback(callback_state(iteration - 1, x_before, t_before, sde, None, x_next=x.clone(),
                                             t_next=t.clone(), h=h.clone(), accepted=ok, rows=rows, error=error,
-                                            samples=list(slot)))
+                                            samples=list(slots.index)))
                 for row in acc[last[ok]].tolist():
                     finish(row)
-            bar.update(len(out) - bar.n)
-    order = sorted(out)
-    samples = torch.stack([out[i] for i in order]) if order else x[:0]
-    per = torch.tensor([stats[i][0] for i in order], dtype=torch.long)
-    acc_t = torch.tensor([stats[i][1] for i in order], dtype=torch.long)
-    rej_t = torch.tensor([stats[i][2] for i in order], dtype=torch.long)
-    info = {"accepted": int(acc_t.sum()), "rejected": int(rej_t.sum()), "accepted_per_sample": acc_t,
-            "rejected_per_sample": rej_t, "iterations": iteration, "denoise_nfe": int(denoise), "eta": eta,
-            "rtol": rtol, "atol": atol, "norm": norm, "noise_mode": noise_mode, "indices": order,
-            "slots": n}
+            bar.update(len(slots.out) - bar.n)
+    samples, per, info = slots.result(x)
+    info.update({"iterations": iteration, "denoise_nfe": int(denoise), "eta": eta, "rtol": rtol, "atol": atol,
+                 "norm": norm, "noise_mode": noise_mode, "slots": n})
     return SampleResult(samples, model.nfe - start, per, info)
 
 
@@ -287,13 +261,7 @@ def adaptive_exponential(model: ScoreModel, x: Tensor, noise: NoiseSource | Samp
                      extrapolate=extrapolate, noise_mode=noise_mode, controller=controller, h_min=h_min,
                      max_steps=max_steps, t_end=t_end, denoise=denoise, progress=progress, callback=callback,
                      indices=indices)
-    # rows back in the batch's order (the loop keys them by sample index)
-    pos = {idx: j for j, idx in enumerate(res.info["indices"])}
-    order = torch.tensor([pos[i] for i in indices], dtype=torch.long)
-    res.samples, res.nfe_per_sample = res.samples[order], res.nfe_per_sample[order]
-    for k in ("accepted_per_sample", "rejected_per_sample"):
-        res.info[k] = res.info[k][order]
-    res.info["indices"] = indices
+    res.samples, res.nfe_per_sample = in_batch_order(res.samples, res.nfe_per_sample, res.info, indices)
     return res
 
 
@@ -307,20 +275,10 @@ def adaptive_exponential_stream(model: ScoreModel, num: int, seed: int, shape: S
     slots / num) (``info["calls_per_sample"]`` unrounded, ``info["total_calls"]`` the calls), to compare with
     ``nfe_per_sample``.
     """
-    if num < 1 or batch_size < 1:
-        raise ValueError("num and batch_size must be >= 1")
-    shape = tuple(int(s) for s in shape)
     options = _with_defaults(options)
-    eta = float(options["eta"])
-    first = range(start_index, start_index + min(batch_size, num))
-
-    def start(i: int) -> Tensor:
-        return model.sde.prior_sample(NoiseSource(seed, shape, [i], dtype=dtype, device=device).draw())[0]
-
-    x = torch.stack([start(i) for i in first])
-    feed = ((i, start(i)) for i in range(start_index + len(first), start_index + num))
-    streams = SampleStreams(seed, shape, list(first), stream=BROWNIAN, dtype=dtype, device=device) if eta > 0 else None
-    res = _integrate(model, x, streams, feed, num, indices=list(first), **_with_defaults(options))
+    x, first, feed, streams = stream_start(model, num, seed, shape, batch_size, dtype, device, start_index,
+                                           brownian=float(options["eta"]) > 0)
+    res = _integrate(model, x, streams, feed, num, indices=first, **options)
     # as sample()'s nfe (evaluations per sample path, comparable with a fixed-step sampler's): the batched calls
     # spread over the samples they served; all the batched calls in info["total_calls"]
     res.info["total_calls"] = res.nfe
