@@ -102,6 +102,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("noise_mode", str, "a rejected step is retried on the Brownian bridge of the drawn increment "
                               "(bridge: unbiased) or with fresh noise (the paper; biased)", choices=NOISE_MODES),
     Option("norm", str, "error norm", choices=ERROR_NORMS),
+    Option("h_max", float, "largest step in log-SNR (1: a step spans at most a factor e in noise level)", low=0,
+           low_open=True),
     Option("tolerance", str, "what rtol is relative to: the state's magnitude (mixed: GGF's rule, data units) or the "
                              "noise level sigma_t (noise)", choices=TOLERANCES),
 )}
@@ -166,7 +168,7 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
                 "2 per attempt, rejections included, per sample"),
     SamplerSpec("adaptive", adaptive_exponential, "adaptive exponential SDE solver: SEEDS-1/2 embedded pair, "
                 "noise-relative tolerance, Brownian-bridge retries (eta 0: an adaptive ODE solver)",
-                ("rtol", "atol", "eta", "noise_mode", "norm", "denoise"),
+                ("rtol", "atol", "eta", "h_max", "noise_mode", "norm", "denoise"),
                 "2 per accepted step, 1 per rejection, per sample"),
 )}
 
