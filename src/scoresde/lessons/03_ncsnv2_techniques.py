@@ -57,7 +57,7 @@ def judge(samples: torch.Tensor, data: torch.Tensor, labels: torch.Tensor) -> di
 
 def run(out: Path, quick: bool = False, seed: int = 0) -> dict:
     x, y = mnist5k("train")                                       # 4,500 digits in [0, 1], 450 per class
-    n_data, num = (500, 36) if quick else (4500, 100)
+    n_data, num = (500, 36) if quick else (2000, 64)
     pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n_data]
     data, labels = x[pick], y[pick]
     dim = data[0].numel()
