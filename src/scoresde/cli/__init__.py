@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from . import eval as evaluate
-from . import fid, flow, import_, inpaint, sample, stats, train
+from . import fid, flow, import_, inpaint, lesson, sample, stats, train
 from .args import CLIError, Parser, version
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (sample, train, flow, inpaint, import_, stats, fid, evaluate):
+    for command in (sample, train, flow, inpaint, import_, stats, fid, evaluate, lesson):
         command.register(sub)
     return p
 
