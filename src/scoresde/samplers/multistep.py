@@ -34,18 +34,26 @@ b_0 = I_0 + I_1 / r_1, b_1 = -I_1 / r_1, i.e. alpha_t [phi1(hh) D_0 + phi2(hh) (
 eta = 0 is exactly DPM-Solver++(2M), Lu et al. 2022b Alg. 2 (and k-diffusion's 2M SDE "midpoint"; "taylor" is its
 "heun"). Three nodes: the quadratic through D_0, D_1, D_2 with I_0, I_1, I_2 (Newton form: d1 = (D_0 - D_1) / r_1,
 d2 = (d1 - (D_1 - D_2) / r_2) / (r_1 + r_2), b-part = I_0 D_0 + I_1 (d1 + r_1 d2) + I_2 d2). Note I_2 = 1 - 2 phi2 / z:
-the u^2 coefficient d2 ~ h^2 D'' / 2 needs weight I_2 ~ z / 3, a weight half that size (phi2 / z - 1/2 ~ -z / 6)
-leaves an O(h^3) local error and a second-order method.
+the u^2 coefficient d2 ~ h^2 D'' / 2 needs weight I_2 ~ z / 3; half that weight (1/2 - phi2 / z ~ z / 6) leaves an
+O(h^3) local error and a second-order method.
 
 Start-up: step 1 has only D_0 (order 1: DDIM at eta = 0, the DDPM ancestral step at eta = 1), step 2 of ms3 the two
-nodes of ms2; the first-step errors are O(h^2) and O(h^3) locally, within the global orders. A step ending at
-sigma_t = 0 is the limit x_t = alpha_t D(x_s). ``denoise=True`` adds one counted Tweedie step x <- D(x, t_end).
+nodes of ms2. Their local errors, O(h^2 D') and O(h^3 D''), are paid once; formally ms3's first step is a global
+O(h^2) term, but at the top of the grid D hardly moves (D ~ E[x_0] while sigma >> the data scale), so the measured
+order is 3. A step ending at sigma_t = 0 is the limit x_t = alpha_t D(x_s). ``denoise=True`` adds one counted
+Tweedie step x <- D(x, t_end).
 
-Orders. Deterministic (eta = 0): 2 and 3 (the interpolation error of D is O(h^k) over the step; tests measure the
-slopes). Weak (eta > 0): the extrapolation uses D at states that carry the previous steps' noise, so D(x_lambda)
-has no derivative along the path; the Adams weights match the drift's Taylor terms only in expectation over smooth
-test functions to the first correction, hence weak order 2 at best for both (tests/test_multistep.py measures the
-variance error on Gaussian data by exact propagation of the whole run's affine map and asserts what it finds).
+Orders. Deterministic (eta = 0): 2 and 3 (the interpolation error of D is O(h^k) over the step; measured 2.01-2.05
+and 3.02-3.11 on Gaussian data on non-uniform grids). Weak (eta > 0): the history's D values sit on the noisy path,
+only Holder-1/2 in lambda, so the extrapolation treats the previous steps' Brownian increments as trend: the term
+(I_1 / r_1) J n_prev (J = dD/dy, n_prev the last step's noise) is O(h^{3/2}) per step with zero mean and O(h^2)
+covariance with the state, harmless at weak order 2, but it blocks any higher order and, at large steps where
+J ~ I (sigma below the data scale), it feeds each step's noise into the next like an AR(1) with coefficient I_1 / r_1
+(~ 0.57 at h = 1, eta = 1), inflating the spread at very low NFE; the phi1 weight (I_0 / 2, smaller) inflates less.
+Measured weak order of the variance (tests/test_multistep.py, exact propagation): 2.03-2.04 (ms2), 2.06-2.13 (ms3).
+Note: a 3M with half the I_2 weight (1/2 - phi2 / z on d2, as k-diffusion's ``sample_dpmpp_3m_sde`` has it) is
+second order only: measured 2.09 (log-SNR) / 1.70 (EDM grid) at eta = 0 where ms3
+measures 3.98 / 3.04 (VE, Gaussian data).
 """
 from __future__ import annotations
 
