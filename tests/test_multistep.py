@@ -65,17 +65,17 @@ def test_adams_weights_integrate_the_interpolant(nodes, hh):
 @pytest.mark.parametrize("sde_name", list(SDES))
 @pytest.mark.parametrize("grid", ["logsnr", "edm", "time"])
 def test_ms2_phi1_at_eta_zero_is_dpmpp_2m(sde_name, grid):
-    """ms2 with the phi1 weight at eta = 0 is DPM-Solver++(2M) (Lu et al. 2022b Alg. 2) on the same grid."""
+    """ms2 (its default phi1 weight) at eta = 0 is DPM-Solver++(2M) (Lu et al. 2022b Alg. 2) on the same grid."""
     model = s.ExactScoreModel(s.load_problem("gmm8"), SDES[sde_name]())
     x, _ = _prior(model, 6, 0)
-    a = ms2(model, x, None, steps=7, grid=grid, eta=0.0, variant="phi1").samples
+    a = ms2(model, x, None, steps=7, grid=grid, eta=0.0).samples
     b = dpmpp_2m(model, x, steps=7, grid=grid).samples
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("sde_name", list(SDES))
-@pytest.mark.parametrize("method,kw,grid", [(ms2, {}, "logsnr"), (ms2, {"variant": "phi1"}, "edm"), (ms3, {}, "edm"),
-                                            (ms3, {}, "quadratic")], ids=["ms2-logsnr", "ms2phi1-edm", "ms3-edm",
+@pytest.mark.parametrize("method,kw,grid", [(ms2, {"variant": "taylor"}, "logsnr"), (ms2, {}, "edm"), (ms3, {}, "edm"),
+                                            (ms3, {}, "quadratic")], ids=["ms2taylor-logsnr", "ms2-edm", "ms3-edm",
                                                                           "ms3-quadratic"])
 def test_deterministic_order(sde_name, method, kw, grid):
     """Global order at eta = 0 on the Gaussian flow problem = the declared one (measured 2.01-2.05 / 3.02-3.11).
@@ -89,10 +89,11 @@ def test_deterministic_order(sde_name, method, kw, grid):
 
 
 # ---- eta > 0: the step against an independent reference, weak orders, Monte Carlo ---------------------------------
-def reference_run(model, x, grid, order, eta, xis):
+def reference_run(model, x, grid, order, eta, xis, phi1_weight=False):
     """The multistep recursion written independently: D interpolated through the last ``order`` denoiser values by a
     numpy polynomial in u = (lambda - lambda_s) / h, its integral against hh e^{-hh(1-u)} by quadrature, plus the exact
-    linear part and noise of the module docstring (per-sample scalars: all samples share the grid)."""
+    linear part and noise of the module docstring (per-sample scalars: all samples share the grid). ``phi1_weight``:
+    two nodes as k-diffusion's 2M SDE "midpoint" writes it, phi1(hh) [D_0 + (D_0 - D_1) / (2 r)]."""
     sde, hist = model.sde, []
     for i in range(len(grid) - 1):
         t_s, t_t = grid[i].expand(x.shape[0]), grid[i + 1].expand(x.shape[0])
@@ -104,7 +105,11 @@ def reference_run(model, x, grid, order, eta, xis):
         u = np.array([(lj - l_s) / h for lj, _ in hist])
         vals = torch.stack([d for _, d in hist])  # (nodes, batch, dim)
         integral = torch.zeros_like(x)
-        for j in range(len(hist)):  # integrate the Lagrange basis polynomial l_j numerically
+        two_phi1 = phi1_weight and len(hist) == 2
+        if two_phi1:
+            p1 = -math.expm1(-hh)
+            integral = p1 * vals[0] + p1 / 2 * (vals[0] - vals[1]) / -u[1]
+        for j in range(0 if two_phi1 else len(hist)):  # integrate the Lagrange basis polynomial l_j numerically
             e = np.zeros(len(hist))
             e[j] = 1.0
             coef = np.polyfit(u, e, len(hist) - 1) if len(hist) > 1 else np.array([1.0])
@@ -115,16 +120,18 @@ def reference_run(model, x, grid, order, eta, xis):
 
 
 @pytest.mark.parametrize("sde_name", list(SDES))
-@pytest.mark.parametrize("order,eta,grid", [(2, 1.0, "logsnr"), (2, 0.4, "edm"), (3, 1.0, "edm"), (3, 0.7, "time")])
-def test_matches_the_independent_reference(sde_name, order, eta, grid):
-    """Same noise, same samples as the quadrature reference (validates weights, start-up steps and noise scale)."""
+@pytest.mark.parametrize("order,variant,eta,grid", [(2, "taylor", 1.0, "logsnr"), (2, "taylor", 0.4, "edm"),
+                                                     (2, "phi1", 1.0, "logsnr"), (2, "phi1", 0.6, "time"),
+                                                     (3, "taylor", 1.0, "edm"), (3, "taylor", 0.7, "time")])
+def test_matches_the_independent_reference(sde_name, order, variant, eta, grid):
+    """Same noise, same samples as the independent reference (validates weights, start-up steps and noise scale)."""
     model = s.ExactScoreModel(s.load_problem("gmm8"), SDES[sde_name]())
     g = make_grid(model.sde, 6, grid)
     x, noise = _prior(model, 5, 2)
-    got = multistep_sample(model, x, noise, order=order, grid=g, eta=eta).samples
+    got = multistep_sample(model, x, noise, order=order, grid=g, eta=eta, variant=variant).samples
     again = NoiseSource(2, (2,), 5, dtype=F64)
     again.draw()  # x_T
-    ref = reference_run(model, x, g, order, eta, [again.draw() for _ in range(6)])
+    ref = reference_run(model, x, g, order, eta, [again.draw() for _ in range(6)], variant == "phi1")
     torch.testing.assert_close(got, ref, rtol=1e-11, atol=1e-11)
 
 
@@ -164,7 +171,7 @@ def test_weak_order_of_the_variance(sde_name, method):
     """Weak error of the variance at eps (eta = 1, log-SNR grid, exact propagation): the declared weak order 2 for both.
 
     The mean is exact (the Gaussian mean path is a fixed point of the affine step). Measured slopes over 64-256 steps:
-    ms2 2.03-2.04, ms3 2.06-2.13 (VE errors at 256 steps 6.7e-5 / 1.1e-5: ms3 ~6x smaller, same order). Two is what an
+    ms2 (phi1) 1.98-1.99, ms3 2.06-2.13 (VE errors at 256 steps 3.3e-5 / 1.1e-5: ms3 3x smaller, same order). Two is what an
     exact-noise exponential multistep can reach: the history's D values sit on the noisy path, which is only
     Holder-1/2 in lambda, so the extrapolation cannot carry the iterated integrals a third weak order needs."""
     model, mT, vT, m0, v0 = _gauss(SDES[sde_name]())
