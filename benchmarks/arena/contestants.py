@@ -52,6 +52,10 @@ NO_DENOISE = {"denoise": False}
 #: PC ends on its last noisy state too (not score_sde_pytorch's noise-free last mean)
 PC_END = {"final_mean": False, **NO_DENOISE}
 
+#: the grid of the multistep entries (ms2 / ms3's default, chosen by benchmarks/multistep_grids.py)
+MS_GRID = "logsnr"
+MS_WEIGHT = {2: ", phi1 weight", 3: ", full I_2 weight"}
+
 #: scoresde's samplers in the arena
 SCORESDE = (
     Ours("em", "pc", {"predictor": "euler_maruyama", "corrector": "none", **PC_END}, "Euler-Maruyama, uniform t"),
@@ -59,6 +63,11 @@ SCORESDE = (
          "reverse diffusion + Langevin (snr 0.01, batch-averaged norms), uniform t", nfe_per_step=2),
     *(Ours(f"seeds-{k}", f"seeds{k}", {"grid": "logsnr", "eta": 1.0, **NO_DENOISE}, f"SEEDS-{k}, eta 1, log-SNR grid",
            nfe_per_step=k) for k in (1, 2, 3)),
+    *(Ours(f"ms{k}-sde", f"ms{k}", {"eta": 1.0, "grid": MS_GRID, **NO_DENOISE},
+           f"multistep stochastic exponential (order {k}, 1 NFE/step{MS_WEIGHT[k]}), eta 1, {MS_GRID} grid")
+      for k in (2, 3)),
+    *(Ours(f"ms{k}-ode", f"ms{k}", {"eta": 0.0, "grid": MS_GRID, **NO_DENOISE},
+           f"ms{k} at eta 0 (DPM-Solver++({k}M) ODE{MS_WEIGHT[k]}), {MS_GRID} grid", sde=False) for k in (2, 3)),
     Ours("ggf", "ggf", {"noise_mode": "bridge", **NO_DENOISE},
          "Gotta Go Fast, Brownian-bridge retries, atol = 0.156 rtol (0.0078 at rtol 0.05)", swept="rtol",
          tied={"atol": 0.156}, nfe_per_step=2),

@@ -20,6 +20,7 @@ from .exponential import (
                           exponential_step,
                           exponential_tableau,
 )
+from .multistep import ms2, ms3, multistep_sample
 from .ode import ODE_METHODS, ode_sample, probability_flow
 from .pc import (
                           ancestral_sampling,
@@ -37,4 +38,4 @@ __all__ = ["SampleResult", "sample", "pc_sample", "ode_sample", "probability_flo
            "etd_erk", "etd_erk_1", "etd_erk_2", "etd_erk_3", "dpmpp_2m", "ddim", "make_grid", "GRIDS",
            "seeds", "seeds_1", "seeds_2", "seeds_3", "edm_heun", "ggf_sample", "sample_ggf", "GGFController",
            "PIDController", "StepSizeController", "ExponentialTableau", "TABLEAUX", "exponential_tableau",
-           "exponential_step", "ControllerState", "default_snr"]
+           "exponential_step", "ControllerState", "default_snr", "ms2", "ms3", "multistep_sample"]

@@ -21,6 +21,7 @@ from .base import SampleResult
 from .common import GRIDS
 from .edm import edm_heun
 from .exponential import ddim, dpmpp_2m, etd_erk
+from .multistep import ms2, ms3
 from .ode import ODE_METHODS, ode_sample
 from .seeds import seeds
 
@@ -160,6 +161,9 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
     _seeds(1), _seeds(2), _seeds(3), _etd(1), _etd(2), _etd(3),
     SamplerSpec("dpmpp2m", dpmpp_2m, "DPM-Solver++(2M) multistep (Lu et al. 2022b, Alg. 2)", _FAST + ("denoise",),
                 "1 per step"),
+    *(SamplerSpec(f"ms{k}", fn, f"multistep stochastic exponential solver of order {k}, 1 NFE a step (stochastic "
+                  f"Adams in log-SNR, cf. SA-Solver, Xue et al. 2023; DPM-Solver++({k}M) at eta 0)",
+                  _FAST + ("eta", "denoise"), "1 per step") for k, fn in ((2, ms2), (3, ms3))),
     SamplerSpec("ddim", ddim, "DDIM(eta) (Song, Meng & Ermon 2021, eq. 12)", _FAST + ("eta", "denoise"), "1 per step"),
     SamplerSpec("edm", edm_heun, "EDM Heun with churn (Karras et al. 2022, Alg. 2)",
                 _FAST + ("s_churn", "denoise"), "2 per step (1 for a step to sigma 0)", kwarg={"s_churn": "S_churn"}),
