@@ -157,10 +157,11 @@ def test_fast_samplers_from_the_cli_match_the_library(argv, fn, kw, nfe, tmp_pat
     assert int(data["nfe"]) == ref.nfe and f"NFE {ref.nfe}" in stdout
     if nfe is not None:
         assert ref.nfe == nfe
-    if fn == "ggf_sample":  # per-sample step sizes: each sample's own count, at most the batch's
+    if fn == "ggf_sample":  # per-sample step sizes: each sample's own count; nfe = the batched calls per sample
         per = data["nfe_per_sample"]
         np.testing.assert_array_equal(per, ref.nfe_per_sample.numpy())
-        assert per.max() <= ref.nfe and per.min() < per.max()
+        # a batched call serves at most batch-size samples, so the calls per sample are at least the mean NFE
+        assert per.mean() <= ref.nfe and per.min() < per.max()
     assert "mode-weight TV" in stdout
 
 
