@@ -67,10 +67,12 @@ from torch import Tensor
 from .._tensor import like
 from ..brownian import NoiseSource
 from ..parameterization import ScoreModel
+from ..sde import SDE
 from .base import SampleResult
 from .common import Draw, check_steps, coefs, declare_orders, make_grid, noise_draw, phi1, run_steps
 
-__all__ = ["MULTISTEP_VARIANTS", "adams_weights", "exp_moment", "ms2", "ms3", "multistep_sample"]
+__all__ = ["MULTISTEP_VARIANTS", "History", "adams_weights", "check_multistep_options", "exp_moment", "ms2", "ms3",
+           "multistep_sample", "multistep_update"]
 
 #: the weight of the first difference in ms2: "phi1" (phi1 / 2, ms2's default) or "taylor" (phi2, the Lagrange integral)
 MULTISTEP_VARIANTS = ("taylor", "phi1")
@@ -118,18 +120,9 @@ def adams_weights(nodes: list[Tensor], hh: Tensor, variant: str = "taylor") -> l
     return [b0, b1, b2]
 
 
-@torch.no_grad()
-def multistep_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, order: int = 2,
-                     steps: int = 20, grid: str | Tensor = "logsnr", eta: float = 1.0, s_noise: float = 1.0,
-                     variant: str | None = None, t_end: float | None = None, denoise: bool = False,
-                     progress: bool = False, callback: Callable[[dict], None] | None = None,
-                     draw: Draw | None = None) -> SampleResult:
-    """Stochastic exponential Adams-Bashforth of order 2 or 3 (SA-Solver predictor, Xue et al. 2023; DPM-Solver++(2M)
-    / (3M) at eta = 0, Lu et al. 2022b): 1 NFE a step (+1 with ``denoise``), one normal per sample and step at eta > 0.
-
-    ``variant`` sets ms2's first-difference weight ("phi1", the default for order 2: phi1 / 2 = DPM-Solver++(2M) at
-    eta = 0; "taylor": phi2, the Lagrange integral); ms3 uses the Lagrange ("taylor") weights throughout.
-    """
+def check_multistep_options(order: int, eta: float, variant: str | None, s_noise: float) -> str:
+    """Validate the ms2 / ms3 options (module docstring); returns the variant in force ("phi1" for order 2 and
+    "taylor" for order 3 when None)."""
     if order not in (2, 3):
         raise ValueError(f"order must be 2 or 3, got {order}")
     if variant is None:
@@ -142,6 +135,56 @@ def multistep_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | None = N
         raise ValueError("variant 'phi1' (DPM-Solver++(2M)'s weight) exists for order 2 only")
     if not (math.isfinite(s_noise) and s_noise >= 0):
         raise ValueError(f"s_noise must be a finite number >= 0, got {s_noise}")
+    return variant
+
+
+#: the multistep history: (lambda_j, D_j) at the starts of the previous steps, newest first
+History = list[tuple[Tensor, Tensor]]
+
+
+def multistep_update(sde: SDE, x: Tensor, D_s: Tensor, t_s: Tensor, t_t: Tensor, history: History, *, order: int,
+                     eta: float = 1.0, variant: str = "taylor", s_noise: float = 1.0,
+                     draw: Draw | None = None) -> tuple[Tensor, History]:
+    """One step s -> t of the stochastic exponential Adams method (module docstring; SA-Solver predictor, Xue et al.
+    2023): x_t from x_s, the denoiser D_s = D(x_s, t_s) already evaluated and the ``history`` of earlier steps.
+
+    Returns (x_t, the history for the next step). Draws one ``draw(sigma~_s, sigma~_t)`` when eta > 0 and sigma_t > 0.
+    :func:`multistep_sample` calls it with ``model.denoised``; the diffusers scheduler
+    (:mod:`scoresde.interop.schedulers`) with the pipeline's model output: the same code.
+    """
+    if eta > 0 and draw is None:
+        raise ValueError("a stochastic step (eta > 0) needs a draw")
+    a_s, s_s, l_s = coefs(sde, t_s)
+    a_t, s_t, l_t = coefs(sde, t_t)
+    if bool((s_t == 0).all()):
+        return like(a_t, x) * D_s, history
+    h = l_t - l_s
+    past = history[: order - 1]
+    nodes = [torch.zeros_like(h)] + [(l_j - l_s) / h for l_j, _ in past]
+    b = adams_weights(nodes, (1 + eta) * h, variant)
+    out = like(s_t / s_s * torch.exp(-eta * h), x) * x
+    for b_j, D_j in zip(b, [D_s] + [d for _, d in past]):
+        out = out + like(a_t * b_j, x) * D_j
+    if eta > 0:
+        assert draw is not None
+        xi = draw(s_s[0] / a_s[0], s_t[0] / a_t[0]).to(x)
+        out = out + like(s_noise * s_t * torch.sqrt(phi1(2 * eta * h)), x) * xi
+    return out, ([(l_s, D_s)] + history)[: order - 1]
+
+
+@torch.no_grad()
+def multistep_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, *, order: int = 2,
+                     steps: int = 20, grid: str | Tensor = "logsnr", eta: float = 1.0, s_noise: float = 1.0,
+                     variant: str | None = None, t_end: float | None = None, denoise: bool = False,
+                     progress: bool = False, callback: Callable[[dict], None] | None = None,
+                     draw: Draw | None = None) -> SampleResult:
+    """Stochastic exponential Adams-Bashforth of order 2 or 3 (SA-Solver predictor, Xue et al. 2023; DPM-Solver++(2M)
+    / (3M) at eta = 0, Lu et al. 2022b): 1 NFE a step (+1 with ``denoise``), one normal per sample and step at eta > 0.
+
+    ``variant`` sets ms2's first-difference weight ("phi1", the default for order 2: phi1 / 2 = DPM-Solver++(2M) at
+    eta = 0; "taylor": phi2, the Lagrange integral); ms3 uses the Lagrange ("taylor") weights throughout.
+    """
+    variant = check_multistep_options(order, eta, variant, s_noise)
     check_steps(steps)
     sde = model.sde
     g = make_grid(sde, steps, grid, t_end)
@@ -149,23 +192,10 @@ def multistep_sample(model: ScoreModel, x: Tensor, noise: NoiseSource | None = N
     history: list[tuple[Tensor, Tensor]] = []  # (lambda_j, D_j) of the previous steps' starts, newest first
 
     def step(x, i, t_s, t_t):
-        _a_s, s_s, l_s = coefs(sde, t_s)
-        a_t, s_t, l_t = coefs(sde, t_t)
+        nonlocal history
         D_s = model.denoised(x, t_s)
-        if bool((s_t == 0).all()):
-            return like(a_t, x) * D_s, D_s
-        h = l_t - l_s
-        past = history[: order - 1]
-        nodes = [torch.zeros_like(h)] + [(l_j - l_s) / h for l_j, _ in past]
-        b = adams_weights(nodes, (1 + eta) * h, variant)
-        out = like(s_t / s_s * torch.exp(-eta * h), x) * x
-        for b_j, D_j in zip(b, [D_s] + [d for _, d in past]):
-            out = out + like(a_t * b_j, x) * D_j
-        if eta > 0:
-            xi = draw(s_s[0] / _a_s[0], s_t[0] / a_t[0]).to(x)
-            out = out + like(s_noise * s_t * torch.sqrt(phi1(2 * eta * h)), x) * xi
-        history.insert(0, (l_s, D_s))
-        del history[order - 1:]
+        out, history = multistep_update(sde, x, D_s, t_s, t_t, history, order=order, eta=eta, variant=variant,
+                                        s_noise=s_noise, draw=draw)
         return out, D_s
 
     return run_steps(model, x, g, step, denoise=denoise, progress=progress, desc=f"ms{order}", callback=callback,
