@@ -16,8 +16,16 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers import DDPMPipeline, DDPMScheduler, ScoreSdeVeScheduler, UNet2DModel  # noqa: E402
 
 from scoresde.interop import DiffusersError, from_diffusers  # noqa: E402
-from scoresde.interop.schedulers import SEEDS1Scheduler, SEEDS2Scheduler, SEEDS3Scheduler, SEEDSScheduler  # noqa: E402
-from scoresde.samplers import pc_sample, seeds  # noqa: E402
+from scoresde.interop.schedulers import (  # noqa: E402
+    MS2Scheduler,
+    MS3Scheduler,
+    MultistepSDEScheduler,
+    SEEDS1Scheduler,
+    SEEDS2Scheduler,
+    SEEDS3Scheduler,
+    SEEDSScheduler,
+)
+from scoresde.samplers import ms2, ms3, pc_sample, seeds  # noqa: E402
 from scoresde.samplers.pc import ancestral_sampling  # noqa: E402
 from scoresde.schedules import uniform_time  # noqa: E402
 from scoresde.sde import VESDE, DiscreteVPSDE  # noqa: E402
@@ -270,6 +278,81 @@ def test_scheduler_add_noise_matches_ddpm():
     n = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(8))
     ts = torch.tensor([0, 17, N_TRAIN - 1])
     assert torch.allclose(ours.add_noise(x0, n, ts), ddpm.add_noise(x0, n, ts), atol=1e-6)
+
+
+# ---- the multistep (ms2 / ms3) schedulers ------------------------------------------------------------
+@pytest.mark.parametrize("cls,eta,grid,variant", [(MS2Scheduler, 1.0, "logsnr", None), (MS3Scheduler, 1.0, "logsnr", None),
+                                                  (MS2Scheduler, 0.0, "time", "taylor"), (MS3Scheduler, 0.5, "edm", None)])
+def test_ms_scheduler_equals_scoresde_multistep(pipe_dir, unet, cls, eta, grid, variant):
+    """MS2/MS3Scheduler in a diffusers loop give scoresde's ms2() / ms3() samples on the same model, start and noise."""
+    steps = 5
+    sched = cls.from_config(DDPMScheduler.from_pretrained(pipe_dir / "scheduler").config, eta=eta, grid=grid,
+                            ms_variant=variant)
+    theirs = _scheduler_loop(unet, sched, steps, torch.Generator().manual_seed(9))
+    assert len(sched.timesteps) == steps + 1 and sched.order == 1 and sched.step_index == steps + 1
+    model = from_diffusers(pipe_dir)
+    g = torch.Generator().manual_seed(9)
+    xT = torch.randn(SHAPE, generator=g)
+    fn = ms2 if cls is MS2Scheduler else ms3
+    kw = {"variant": variant} if variant else {}
+    res = fn(model, xT, steps=steps, eta=eta, grid=grid, denoise=True, draw=Replay(g, SHAPE), **kw)
+    assert res.nfe == len(sched.timesteps)
+    assert torch.allclose(theirs, res.samples, atol=1e-5, rtol=1e-5)
+    assert float(theirs.abs().max()) > 0.1
+    # the history matters: a third-order step differs from the second-order one on the same loop
+    if cls is MS3Scheduler:
+        other = _scheduler_loop(unet, MS2Scheduler.from_config(sched.config, ms_variant="taylor"), steps,
+                                torch.Generator().manual_seed(9))
+        assert float((other - theirs).abs().max()) > 1e-4
+
+
+def test_ms_scheduler_in_a_stock_ddpm_pipeline(pipe_dir):
+    """pipe.scheduler = MS2Scheduler.from_config(pipe.scheduler.config) in a stock DDPMPipeline."""
+    pipe = DDPMPipeline.from_pretrained(pipe_dir)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = MS2Scheduler.from_config(pipe.scheduler.config)
+    out = pipe(batch_size=2, num_inference_steps=4, generator=torch.Generator().manual_seed(10), output_type="pt").images
+    out = torch.as_tensor(np.asarray(out))
+    if out.shape[-1] == 3:
+        out = out.permute(0, 3, 1, 2)
+    model = from_diffusers(pipe_dir)
+    g = torch.Generator().manual_seed(10)
+    res = ms2(model, torch.randn(SHAPE, generator=g), steps=4, denoise=True, draw=Replay(g, SHAPE))
+    assert torch.allclose(out, (res.samples / 2 + 0.5).clamp(0, 1), atol=1e-5)
+    assert 0.05 < float(((out > 0) & (out < 1)).float().mean())
+
+
+def test_ms_scheduler_config_round_trip(tmp_path):
+    sched = MS3Scheduler(num_train_timesteps=N_TRAIN, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                         eta=0.3, grid="quadratic", s_noise=0.9, t_end=0.05, denoise=False)
+    sched.save_config(tmp_path)
+    saved = json.loads((tmp_path / "scheduler_config.json").read_text())
+    assert saved["_class_name"] == "MS3Scheduler" and saved["solver_order"] == 3
+    back = MS3Scheduler.from_pretrained(tmp_path)
+    public = {k: v for k, v in sched.config.items() if not k.startswith("_")}
+    assert {k: v for k, v in back.config.items() if not k.startswith("_")} == public
+    sched.set_timesteps(6)
+    back.set_timesteps(6)
+    assert torch.equal(sched.timesteps, back.timesteps) and len(sched.timesteps) == 6  # no denoise entry
+    assert MS2Scheduler.from_config(sched.config).solver_order == 2
+    assert MultistepSDEScheduler.from_config(sched.config).solver_order == 3
+    assert MultistepSDEScheduler().solver_order == 2 and MultistepSDEScheduler().variant == "phi1"
+    assert MS3Scheduler().variant == "taylor"
+    ddpm = DDPMScheduler(num_train_timesteps=N_TRAIN, beta_schedule="scaled_linear", prediction_type="sample")
+    s2 = MS2Scheduler.from_config(ddpm.config)
+    assert s2.config.beta_schedule == "scaled_linear" and s2.config.prediction_type == "sample"
+    assert torch.equal(s2.alphas_cumprod, ddpm.alphas_cumprod)
+    x0 = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(7))
+    n = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(8))
+    ts = torch.tensor([0, 9, N_TRAIN - 1])
+    assert torch.allclose(s2.add_noise(x0, n, ts), ddpm.add_noise(x0, n, ts), atol=1e-6)
+    for kw, msg in (({"ms_variant": "phi1"}, "order 2 only"), ({"eta": 2.0}, "eta"), ({"grid": "nope"}, "grid")):
+        with pytest.raises(ValueError, match=msg):
+            MS3Scheduler(**kw)
+    with pytest.raises(ValueError, match="solver_order"):
+        MultistepSDEScheduler(solver_order=1)
+    with pytest.raises(ValueError, match="set_timesteps"):
+        MS2Scheduler().step(x0, 0, x0)
 
 
 # ---- the command line: --model diffusers:PATH -------------------------------------------------------------
