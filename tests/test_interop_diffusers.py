@@ -379,6 +379,58 @@ def test_cli_sample_model_matches_library(tmp_path, capsys, pipe_dir):
     assert out.with_suffix(".png").is_file()
 
 
+def _tiny_rgb_features(device="cpu", batch_size=64):
+    """A fixed random feature map of 3x8x8 uint8 images (16 features, 5 logits): no judge to train."""
+    from scoresde.metrics.features import FeatureExtractor
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 192, generator=g) / 14
+    v = torch.randn(5, 16, generator=g)
+
+    def fn(images):
+        f = torch.tanh((images.float().flatten(1) / 255) @ w.T)
+        return f, f @ v.T
+
+    return FeatureExtractor("tiny_rgb", 16, fn, True, "random test features", batch_size, device)
+
+
+def test_cli_eval_model_shards_are_sample_model_samples(tmp_path, capsys, pipe_dir, monkeypatch):
+    """eval --model: the shard images are `scoresde sample --model`'s samples for the same seeds (as uint8), the FID
+    against those very samples is 0, and a rerun generates nothing; --workdir with --model, or no --out-dir: one line."""
+    from scoresde import registry
+    from scoresde.metrics.features import to_uint8
+
+    monkeypatch.setitem(registry.FEATURES, "tiny_rgb", _tiny_rgb_features)
+    spec = f"diffusers:{pipe_dir}"
+    ref = tmp_path / "s.npz"
+    code, _, err = run(capsys, "sample", "--model", spec, "--sampler", "ms2", "--steps", "3", "--num", "5", "--seed",
+                       "4", "--batch-size", "2", "--out", str(ref), "--no-progress", "--no-plot")
+    assert code == 0, err
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", spec, "--num", "5", "--shard-size", "2", "--batch-size", "2", "--features", "tiny_rgb",
+            "--ref", str(ref), "--sampler", "ms2", "--steps", "3", "--seed", "4", "--kid-subsets", "2",
+            "--kid-subset-size", "3", "--out-dir", str(out), "--no-progress"]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0, err
+    assert stdout.startswith(spec) and "NFE 3" in stdout
+    images = np.concatenate([np.load(out / f"shard_{k:06d}.npz")["images"] for k in range(3)])
+    samples = torch.from_numpy(np.load(ref)["samples"])
+    np.testing.assert_array_equal(images, to_uint8(((samples + 1) / 2).clamp(0, 1)).numpy())
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == spec and report["checkpoint_step"] is None and report["sampler"] == "ms2"
+    assert report["nfe"] == 3 and abs(report["fid"]) < 1e-6
+    code, _, err = run(capsys, *argv)  # finished: nothing generated again, same report
+    assert code == 0, err
+    assert json.loads((out / "report.json").read_text())["fid"] == report["fid"]
+    assert len((out / "generated.log").read_text().splitlines()) == 3  # each shard generated once
+    for extra, message in ((["--workdir", str(tmp_path)], "exactly one of"), (["--bpd"], "--bpd")):
+        code, _, err = run(capsys, *argv, *extra)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    no_dir = [a for a in argv if a not in ("--out-dir", str(out))]
+    code, _, err = run(capsys, *no_dir)
+    assert code == 2 and "--out-dir" in err and len(err.strip().splitlines()) == 1
+
+
 def test_cli_likelihood_and_encode_model(tmp_path, capsys, pipe_dir):
     """--model with --data images (uint8, channels last): the library's bits/dim and encodings of those images."""
     from scoresde.likelihood import bits_per_dim, round_trip

@@ -18,6 +18,7 @@ from .args import (
     samplers_epilog,
     seed,
 )
+from .models import MODEL_HELP
 
 __all__ = ["register"]
 
@@ -26,12 +27,14 @@ examples:
   scoresde eval --workdir runs/mnist --num 500 --features digits --ref mnist5k
   scoresde eval --workdir runs/mnist --num 10000 --sampler seeds2 --steps 25 --features inception \\
       --ref stats/mnist5k_inception.npz --shard-size 250
+  scoresde eval --model diffusers:./ddpm-cifar10 --num 10000 --sampler ms2 --steps 20 --features inception \
+      --ref stats/cifar10_inception.npz --out-dir runs/ddpm-eval
   torchrun --standalone --nproc_per_node=2 -m scoresde.cli eval --workdir runs/mnist --num-samples 2000 \\
       --features digits --ref mnist5k --bpd
 
 Samples i = 0..num-1 use the per-sample seeds (--seed, i) and are cut into shards of --shard-size; each
 shard (uint8 images, features, logits, NFE) is written atomically to --out-dir (default
-WORKDIR/eval/SAMPLER-seedS). Run the same command again after an interruption: finished shards are
+WORKDIR/eval/SAMPLER-seedS; required with --model). Run the same command again after an interruption: finished shards are
 skipped and the result is identical. Under torchrun (gloo) shard k is drawn by rank k mod world size and
 rank 0 gathers the shard files (the ranks must share a file system).
 --ref: a statistics file (`scoresde stats`), or a data spec / image folder / samples .npz whose features
@@ -48,7 +51,9 @@ def register(sub) -> None:
                                    "reference statistics.",
                        epilog=EPILOG + "\n" + samplers_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     g = s.add_argument_group("what to evaluate")
-    g.add_argument("--workdir", required=True, metavar="W", help="a training workdir (newest checkpoint, EMA weights)")
+    g.add_argument("--workdir", metavar="W", help="a training workdir (newest checkpoint, EMA weights)")
+    g.add_argument("--model", metavar="KIND:PATH", help=MODEL_HELP + "; instead of --workdir (the sampler defaults "
+                   "to scoresde sample's, the data range and shape come from the model; needs --out-dir)")
     g.add_argument("--trust-checkpoint", action="store_true",
                    help="allow full unpickling of the checkpoint (only for files you trust)")
     g.add_argument("--ref", required=True, metavar="STATS.npz|DATA",
@@ -61,7 +66,8 @@ def register(sub) -> None:
     run.add_argument("--shard-size", type=positive(int), default=500, help="samples per shard file (default 500)")
     run.add_argument("--batch-size", type=positive(int), default=250,
                      help="samples per sampler batch inside a shard (default 250)")
-    run.add_argument("--out-dir", metavar="DIR", help="shard folder (default WORKDIR/eval/SAMPLER-seedS)")
+    run.add_argument("--out-dir", metavar="DIR", help="shard folder (default WORKDIR/eval/SAMPLER-seedS; required with "
+                                                     "--model)")
     run.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK when available, else cpu)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     m = s.add_argument_group("metrics")
@@ -72,7 +78,7 @@ def register(sub) -> None:
     m.add_argument("--bpd", action="store_true", help="also bits/dim on the test split (probability-flow ODE)")
     m.add_argument("--bpd-num", type=positive(int), default=100, help="--bpd: test images (default 100)")
     add_feature_arguments(s)
-    add_sampler_arguments(s, "the sampler (default: the trained config's)")
+    add_sampler_arguments(s, "the sampler (default: the trained config's; with --model scoresde sample's default)")
     s.set_defaults(func=cmd_eval)
 
 
@@ -110,25 +116,32 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
     from ..metrics.features import to_uint8
     from ..samplers import sample
     from ..samplers.registry import SAMPLERS, describe, option_default, resolve
-    from ..workdir import model_from_workdir, to_unit_range
+    from ..workdir import to_unit_range
     from .stats import source_features
 
     t0 = time.perf_counter()
+    if (args.workdir is None) == (args.model is None):
+        raise CLIError(f"{prog}: give exactly one of --workdir (a trained workdir) or --model KIND:PATH")
     device = _device(args, prog)
-    try:
-        model, cfg, shape, step = model_from_workdir(args.workdir, device=device, trust=args.trust_checkpoint)
-    except CheckpointError as e:
-        raise CLIError(f"{prog}: {e}") from None
+    if args.model is not None:
+        source = _from_model(args, prog, device)
+    else:
+        try:
+            source = _from_workdir(args, device)
+        except CheckpointError as e:
+            raise CLIError(f"{prog}: {e}") from None
+    model, shape, step, scale = source["model"], source["shape"], source["step"], source["scale"]
     if len(shape) != 3:
-        raise CLIError(f"{prog}: {args.workdir} models {len(shape)}-d data of shape {shape}; eval scores images")
-    name = args.sampler or cfg.sampling.sampler
+        raise CLIError(f"{prog}: {source['label']} models {len(shape)}-d data of shape {shape}; eval scores images")
+    name = args.sampler or source["sampler"]
     options = sampler_options(args, name, prog)
-    if name == cfg.sampling.sampler:  # the trained config's options are the defaults (command-line options win)
-        options = {**cfg.sampling.options, **options}
+    if name == source["sampler"]:  # the trained config's options are the defaults (command-line options win)
+        options = {**source["options"], **options}
     fn, kwargs = resolve(name, options)
     effective = {k: options.get(k, option_default(name, k)) for k in SAMPLERS[name].options}
     fx = feature_extractor(args, prog, device)
     folder = Path(args.out_dir) if args.out_dir else Path(args.workdir) / "eval" / f"{name}-seed{args.seed}"
+    cfg = source.get("cfg")
     ref = err = None
     if rank == 0:  # the reference first: a wrong --ref stops every rank before any sampling
         try:
@@ -140,8 +153,10 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
             err = str(e)
     _agree(dist, rank, world, err)
     meta = {"checkpoint_step": step, "sampler": name, "options": effective, "seed": args.seed,
-            "shard_size": args.shard_size, "batch_size": args.batch_size, "data_scale": cfg.data.scale,
+            "shard_size": args.shard_size, "batch_size": args.batch_size, "data_scale": scale,
             "features": fx.name, "preprocessing": (args.preprocessing or "tf") if fx.name == "inception" else None}
+    if args.model is not None:
+        meta["model"] = args.model
 
     def draw(lo: int, hi: int):
         res = sample(model, hi - lo, args.seed, fn, shape, batch_size=args.batch_size, device=device, start_index=lo,
@@ -149,7 +164,7 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
         return res.samples, res.nfe, None if res.nfe_per_sample is None else res.nfe_per_sample.cpu().numpy()
 
     def to_images(x):
-        return to_uint8(to_unit_range(x.float().nan_to_num(0.0).cpu(), cfg.data.scale))
+        return to_uint8(to_unit_range(x.float().nan_to_num(0.0).cpu(), scale))
 
     job = EvalShards(folder, draw, to_images, fx, meta)
     t_gen = time.perf_counter()
@@ -173,7 +188,7 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
     save_statistics(folder / "samples_stats.npz", samples)
     metrics = compare(samples, ref, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
                       pr_num=args.pr_num, kid_scale=fx.kid_scale)
-    report = {"workdir": str(args.workdir), "checkpoint_step": step, "num": args.num, "seed": args.seed,
+    report = {**source["report"], "checkpoint_step": step, "num": args.num, "seed": args.seed,
               "sampler": name, "sampler_settings": effective, "sampler_description": describe(name, options),
               "nfe": got["nfe"], "nfe_mean": got["nfe_mean"], "features": fx.name, "feature_network": fx.description,
               "ref": ref_src.label, "n_ref": ref.n, "fid": metrics["fid"]}
@@ -192,7 +207,8 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
     os.replace(tmp, out)
-    line = (f"{args.workdir} step {step}, {report['sampler_description']}, NFE {got['nfe']}, {args.num} samples: "
+    where = source["label"] if step is None else f"{source['label']} step {step}"
+    line = (f"{where}, {report['sampler_description']}, NFE {got['nfe']}, {args.num} samples: "
             f"FID {metrics['fid']:.3f} ({fx.name} vs {ref_src.label})")
     if "kid" in report:
         line += f", KID {report['kid'] * 1e3:.2f}e-3 +- {report['kid_std'] * 1e3:.2f}e-3"
@@ -204,6 +220,32 @@ def _eval(args, prog: str, rank: int, world: int, dist) -> int:
         line += f", {report['bpd']:.4f} +- {report['bpd_stderr']:.4f} bits/dim"  # nan +- with one image
     print(f"{line}; {report['wall_s']:.1f} s; report {out}")
     return 0
+
+
+def _from_workdir(args, device: str) -> dict:
+    """What eval needs of a training workdir: its model, the trained config (sampler, data scale) and shape."""
+    from ..workdir import model_from_workdir
+
+    model, cfg, shape, step = model_from_workdir(args.workdir, device=device, trust=args.trust_checkpoint)
+    return {"model": model, "cfg": cfg, "shape": shape, "step": step, "scale": cfg.data.scale, "label": args.workdir,
+            "sampler": cfg.sampling.sampler, "options": cfg.sampling.options, "report": {"workdir": str(args.workdir)}}
+
+
+def _from_model(args, prog: str, device: str) -> dict:
+    """What eval needs of a --model KIND:PATH: the model, its shape and data range; scoresde sample's default sampler."""
+    from ..samplers.registry import DEFAULT_SAMPLER
+    from .models import load_model
+
+    if args.trust_checkpoint:
+        raise CLIError(f"{prog}: --trust-checkpoint applies to --workdir (diffusers weights load without pickle)")
+    if args.out_dir is None:
+        raise CLIError(f"{prog}: --model needs --out-dir (the shard folder)")
+    if args.bpd:
+        raise CLIError(f"{prog}: --bpd reads the test split of a workdir's data; with --model use scoresde likelihood "
+                       "--model ... --data IMAGES")
+    loaded = load_model(args.model, prog, device=device)
+    return {"model": loaded.model, "shape": tuple(loaded.shape), "step": None, "scale": loaded.data_range,
+            "label": args.model, "sampler": DEFAULT_SAMPLER, "options": {}, "report": {"model": args.model}}
 
 
 def _finite(obj):

@@ -25,7 +25,7 @@ class LoadedModel:
         self.model, self.shape, self.data_range, self.label = model, shape, data_range, label
 
 
-def load_model(spec: str, prog: str, t_end: float | None = None) -> LoadedModel:
+def load_model(spec: str, prog: str, t_end: float | None = None, device: str | None = None) -> LoadedModel:
     """The model named by ``KIND:PATH``; any problem is one line (CLIError)."""
     kind, sep, path = spec.partition(":")
     if not sep or kind not in MODEL_KINDS or not path:
@@ -34,7 +34,7 @@ def load_model(spec: str, prog: str, t_end: float | None = None) -> LoadedModel:
     from ..interop.diffusers import DiffusersError, from_diffusers
 
     try:
-        model = from_diffusers(path, t_end=t_end)
+        model = from_diffusers(path, t_end=t_end, device=device)
     except DiffusersError as e:
         raise CLIError(f"{prog}: --model {spec}: {e}") from None
     return LoadedModel(model, model.shape, model.data_range, f"{spec} ({model.sde.__class__.__name__})")
