@@ -3,7 +3,7 @@
 * score_sde_pytorch checkpoints (:mod:`.score_sde`): :func:`load_score_sde_checkpoint` ...;
 * diffusers (:mod:`.diffusers`): :func:`from_diffusers` - a ``save_pretrained`` pipeline or ``UNet2DModel`` folder;
 * k-diffusion (:mod:`.kdiffusion`): :func:`from_denoiser` - a denoiser ``D(x, sigma, **extra)``;
-* :mod:`.schedulers`: SEEDS-1/2/3 as diffusers schedulers (``SEEDS2Scheduler`` ...).
+* :mod:`.schedulers`: SEEDS-1/2/3 and ms2 / ms3 as diffusers schedulers (``SEEDS2Scheduler``, ``MS2Scheduler`` ...).
 
 Names import lazily: ``import scoresde.interop`` loads nothing heavy; each format's module is imported on
 first use of one of its names (so an optional dependency of one format, e.g. diffusers, never blocks another).
@@ -24,7 +24,8 @@ _NAMES: dict[str, str] = {
     **dict.fromkeys(["from_diffusers", "DiffusersError", "DiffusersModel", "sde_from_scheduler_config",
                      "alphas_cumprod_from_config"], "diffusers"),
     "from_denoiser": "kdiffusion",
-    **dict.fromkeys(["SEEDS1Scheduler", "SEEDS2Scheduler", "SEEDS3Scheduler", "SEEDSScheduler"], "schedulers"),
+    **dict.fromkeys(["SEEDS1Scheduler", "SEEDS2Scheduler", "SEEDS3Scheduler", "SEEDSScheduler", "MS2Scheduler",
+                     "MS3Scheduler", "MultistepSDEScheduler"], "schedulers"),
 }
 
 __all__ = sorted(_NAMES)
