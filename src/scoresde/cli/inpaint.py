@@ -30,11 +30,28 @@ shape (N, dim). The .npz holds `samples` (one row per data row, the known values
 closed-form conditional's weights per row where it is a mixture (`conditional_weights`) and `nfe`.
 replacement: the known part is replaced by the data noised to the level the unknown part has reached,
 after every step (not one step behind, as score_sde_pytorch does); repaint: RePaint resampling (Lugmayr
-et al. 2022), each block of --jump steps walked down --resample times.
+et al. 2022), each block of --jump steps walked down --resample times; dps: diffusion posterior sampling
+(Chung et al. 2023), a step of -zeta'/||y - A D(x)|| grad ||y - A D(x)||^2 after each sampler step (one more
+NFE per step); exact: the closed-form conditional score of a mixture (the reference).
 """
 
 
+def nonneg_float(text: str) -> float:
+    """A finite float >= 0 (argparse type)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
 def register(sub) -> None:
+    from ..inpainting import METHODS
+
     p = sub.add_parser("inpaint", help="sample the unknown coordinates of points given the known ones",
                        description="Inpainting / imputation under an exact-score problem with any grid sampler.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,10 +61,12 @@ def register(sub) -> None:
     src.add_argument("--data", required=True, metavar="POINTS.npy", help="(N, dim) points; unknown entries ignored")
     src.add_argument("--mask", required=True, metavar="MASK.npy", help="1 = known, 0 = to sample; (dim,) or (N, dim)")
     run = p.add_argument_group("run")
-    run.add_argument("--method", dest="inpaint_method", choices=["replacement", "repaint"], default="replacement",
-                     help="replacement (default) or RePaint resampling")
+    run.add_argument("--method", dest="inpaint_method", choices=list(METHODS), default="replacement",
+                     help="replacement (default), RePaint resampling, DPS posterior guidance, or exact guidance "
+                          "(exact-score mixtures only)")
     run.add_argument("--jump", type=positive(int), help="[repaint] steps per resampled block (default 1)")
     run.add_argument("--resample", type=positive(int), help="[repaint] passes over each block (default 5)")
+    run.add_argument("--zeta", type=nonneg_float, help="[dps] step scale zeta' of DPS (default 1, the paper's)")
     run.add_argument("--seed", type=seed, default=0, help="run seed; row i uses the per-sample seed (seed, i)")
     run.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (accepted for symmetry)")
@@ -93,8 +112,10 @@ def cmd_inpaint(args) -> int:
     from ..exact import ExactScoreModel, GaussianMixture, ProblemError, load_problem
     from ..inpainting import inpaint
 
-    if args.inpaint_method == "replacement" and (args.jump is not None or args.resample is not None):
+    if args.inpaint_method != "repaint" and (args.jump is not None or args.resample is not None):
         raise CLIError(f"{prog}: --jump and --resample apply to --method repaint")
+    if args.inpaint_method != "dps" and args.zeta is not None:
+        raise CLIError(f"{prog}: --zeta applies to --method dps")
     args.sde = args.sde or "vp"
     name = args.sampler or "seeds1"
     try:
@@ -106,7 +127,10 @@ def cmd_inpaint(args) -> int:
     mask = _load_mask(args.mask, tuple(x.shape), prog)
     options = sampler_options(args, name, prog)
     steps = options.pop("steps", 100)
-    kw = {} if args.inpaint_method == "replacement" else {"jump": args.jump or 1, "resample": args.resample or 5}
+    if args.inpaint_method == "exact" and not isinstance(problem, GaussianMixture):
+        raise CLIError(f"{prog}: --method exact needs a mixture problem")
+    kw = {"repaint": {"jump": args.jump or 1, "resample": args.resample or 5},
+          "dps": {"zeta": 1.0 if args.zeta is None else args.zeta}}.get(args.inpaint_method, {})
     t0 = time.perf_counter()
     rows, nfe = [], 0
     for i in range(x.shape[0]):  # each row its own known part; row i draws from the per-sample seed (seed, i)
