@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import flow, inpaint, sample, train
+from . import colorize, flow, inpaint, sample, train
 from .args import CLIError, Parser, version
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (sample, train, flow, inpaint):
+    for command in (sample, train, flow, inpaint, colorize):
         command.register(sub)
     return p
 
