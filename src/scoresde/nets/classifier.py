@@ -50,10 +50,11 @@ class ClassifierCNN(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, nf: int = 32, ch_mult: tuple[int, ...] = (1, 2, 2),
-                 emb_dim: int = 64, embedding_type: str = "positional", fourier_scale: float = 16.0):
+                 emb_dim: int = 64, embedding_type: str = "positional", fourier_scale: float = 16.0,
+                 stem_stride: int = 1):
         super().__init__()
         self.embed = _NoiseEmbedding(emb_dim, embedding_type, fourier_scale)
-        self.conv_in = nn.Conv2d(in_channels, nf, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels, nf, 3, stride=stem_stride, padding=1)  # stride 2: a cheaper first level
         chans = [nf * m for m in ch_mult]
         self.blocks = nn.ModuleList(_Block(cin, cout, emb_dim) for cin, cout in zip([nf] + chans[:-1], chans))
         self.pool = nn.AvgPool2d(2, ceil_mode=True)
