@@ -54,7 +54,7 @@ def _train_classifier(workdir: Path, iters: int) -> str:
 
 
 def _class_conditional(workdir: Path, clf_dir: Path, scales: list[float], per_class: int, sampler: str, steps: int,
-                       rows: list[str]) -> None:
+                       rows: list[str], tag: str = "") -> None:
     from scoresde.classifier import classifier_from_workdir
     from scoresde.guidance import ClassifierGuidedModel
     from scoresde.metrics.digits import digit_report, load_digit_classifier
@@ -86,7 +86,7 @@ def _class_conditional(workdir: Path, clf_dir: Path, scales: list[float], per_cl
         print(row, flush=True)
         rows.append(row)
         grid = torch.stack([o[:10] for o in outs]).reshape(100, *shape)  # row k = class k
-        save_image_grid(grid.numpy(), ROOT / "docs" / f"controllable_class_w{w:g}.png", nrow=10)
+        save_image_grid(grid.numpy(), ROOT / "docs" / f"controllable_class_w{w:g}{tag}.png", nrow=10)
 
 
 def _inpainting(workdir: Path, n: int, steps: int, rows: list[str]) -> None:
@@ -192,6 +192,7 @@ def main() -> int:
     p.add_argument("--inpaint-steps", type=int, default=100)
     p.add_argument("--quick", action="store_true", help="small settings (a few minutes)")
     p.add_argument("--skip", nargs="*", default=[], choices=["class", "inpaint", "color"])
+    p.add_argument("--tag", default="", help="suffix of the result file and pictures (keeps earlier runs)")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.quick:
@@ -200,20 +201,20 @@ def main() -> int:
     (ROOT / "docs").mkdir(exist_ok=True)
     rows = [f"# Controllable generation demos\n\nMachine: {platform.machine()}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} thread(s); `python benchmarks/controllable_mnist.py "
-            f"--workdir {args.workdir}{' --quick' if args.quick else ''}`."]
+            f"--workdir {args.workdir}{' --quick' if args.quick else ''}` (options: {vars(args)})."]
     t0 = time.perf_counter()
     if "class" not in args.skip:
         line = _train_classifier(Path(args.classifier_workdir), args.classifier_iters)
         print(line, flush=True)
         rows.append("\n" + line)
         _class_conditional(Path(args.workdir), Path(args.classifier_workdir), args.guidance, args.per_class,
-                           args.sampler, args.steps, rows)
+                           args.sampler, args.steps, rows, args.tag)
     if "inpaint" not in args.skip:
         _inpainting(Path(args.workdir), args.inpaint_num, args.inpaint_steps, rows)
     if "color" not in args.skip:
         _colorization(3000, 64 if not args.quick else 16, 100 if not args.quick else 30, rows)
     rows.append(f"\nTotal wall time {time.perf_counter() - t0:.0f} s.")
-    out = ROOT / "benchmarks" / "results" / "controllable_mnist.md"
+    out = ROOT / "benchmarks" / "results" / f"controllable_mnist{args.tag}.md"
     out.write_text("\n".join(rows) + "\n")
     print(f"wrote {out}")
     return 0 if math.isfinite(t0) else 1
