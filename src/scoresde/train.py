@@ -302,7 +302,7 @@ class Trainer:
                         tb.add_scalar("train/items_per_s", ips, self.step)
                 if self.step % tc.snapshot_every == 0 or self.step == total:
                     self._snapshot(final=self.step == total)
-                if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0:
+                if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0 and tc.loss != "classifier":
                     grid = self.sample_grid(self.workdir / "samples" / f"step_{self.step}.png")
                     if tb is not None and grid.ndim == 4:
                         tb.add_images("samples", to_unit_range(grid.float().cpu(), self.cfg.data.scale), self.step)
