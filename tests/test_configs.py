@@ -49,7 +49,10 @@ def test_config_builds(path):
     with torch.device("meta"):  # no memory, no init cost: the structure, the count and the shapes are what we check
         net = build_net(cfg.model, shape)
         out = net(torch.empty(2, *shape), torch.empty(2))
-    assert tuple(out.shape) == (2, *shape)  # the net(x, c) contract: an output shaped like the data
+    if cfg.training.loss == "classifier":  # a noise-conditional classifier: logits, one per class
+        assert tuple(out.shape) == (2, cfg.model.kwargs["num_classes"])
+    else:
+        assert tuple(out.shape) == (2, *shape)  # the net(x, c) contract: an output shaped like the data
     n = count_parameters(net)
     rel = str(path.relative_to(path.parents[1] if path.parent.name != "configs" else path.parent))
     if rel in MIRRORS:

@@ -59,7 +59,8 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    loss: str = "dsm"               # dsm, smld, ddpm
+    loss: str = "dsm"               # dsm, smld, ddpm; classifier (cross-entropy of a noise-conditional classifier)
+    label_dropout: float = 0.0      # classifier-free guidance: share of labels replaced by the null label
     reduce: str = "mean"            # mean, sum
     likelihood_weighting: bool = False
     t_min: float = 1e-5              # training draws t ~ U(t_min, T)
@@ -175,6 +176,8 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         resolve(cfg.sampling.sampler, cfg.sampling.options)
     except ValueError as e:
         raise ConfigError(f"config: sampling: {e}") from None
+    if not 0 <= cfg.training.label_dropout <= 1:
+        raise ConfigError(f"config: training.label_dropout must lie in [0, 1], got {cfg.training.label_dropout}")
     if not 0 < cfg.training.ema_rate < 1:
         raise ConfigError(f"config: training.ema_rate must lie in (0, 1), got {cfg.training.ema_rate}")
     if cfg.sde.beta_min < 0 or cfg.sde.beta_min >= cfg.sde.beta_max:
@@ -364,4 +367,6 @@ def build_loss(c: TrainingConfig, sde_name: str):
         raise ConfigError(f"config: training.loss {c.loss} needs sde.name {need}")
     if c.loss == "dsm":
         return LOSSES[c.loss], {"t_min": c.t_min, "reduce": c.reduce, "likelihood_weighting": c.likelihood_weighting}
+    if c.loss == "classifier":
+        return LOSSES[c.loss], {"t_min": c.t_min}
     return LOSSES[c.loss], {"reduce": c.reduce}

@@ -31,7 +31,7 @@ from .parameterization import ScoreModel, convert
 from .sde import SDE
 
 __all__ = ["Classifier", "MixtureClassifier", "ClassifierGuidedModel", "ClassifierFreeGuidedModel",
-           "mixture_component_model"]
+           "LabelConditionedModel", "mixture_component_model"]
 
 
 class Classifier(Protocol):
@@ -107,6 +107,23 @@ class ClassifierFreeGuidedModel(ScoreModel):
             return d_c
         d_u = self._denoised(self.unconditional, x, t)
         return d_u + self.w * (d_c - d_u)
+
+
+class LabelConditionedModel(ScoreModel):
+    """A label-conditional network (``net(x, c, y)``, e.g. a U-Net with ``num_classes``) at fixed labels y.
+
+    y = None (or the network's null label) is the unconditional model of classifier-free guidance
+    (Ho & Salimans 2022); the null label is index ``num_classes``.
+    """
+
+    def __init__(self, model, y: Tensor | int | None):
+        super().__init__(model.sde, model.prediction)
+        self.model, self.y = model, y
+
+    def predict(self, x: Tensor, t: Tensor) -> Tensor:
+        m = self.model
+        c = m.time_input(t, self.sde).to(dtype=x.dtype if x.is_floating_point() else torch.float32)
+        return m.net(x, c, y=None if self.y is None else _labels(self.y, x))
 
 
 def mixture_component_model(problem: GaussianMixture, k: int, sde: SDE) -> ScoreModel:

@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from . import losses, nets
+from . import classifier, losses, nets
 from .metrics.features import digit_features, inception_features
 from .parameterization import (
     PREDICTIONS,
@@ -29,7 +29,8 @@ __all__ = ["SDES", "NETWORKS", "TIME_INPUTS", "LOSSES", "LOSS_SDE", "FEATURES", 
 SDES: dict[str, type[SDE]] = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
 
 #: score networks by ``model.arch``
-NETWORKS: dict[str, type] = {"mlp": nets.MLP, "unet": nets.UNet, "ncsn": nets.NCSN, "ncsnv2": nets.NCSNv2}
+NETWORKS: dict[str, type] = {"mlp": nets.MLP, "unet": nets.UNet, "ncsn": nets.NCSN, "ncsnv2": nets.NCSNv2,
+                             "classifier_cnn": nets.ClassifierCNN, "classifier_mlp": nets.ClassifierMLP}
 
 #: what a network is fed as its time input, by ``model.time_input``
 TIME_INPUTS: dict[str, Callable] = {"t": continuous_time, "999t": scaled_time(999.0), "sigma": noise_level,
@@ -37,7 +38,8 @@ TIME_INPUTS: dict[str, Callable] = {"t": continuous_time, "999t": scaled_time(99
                                     "reversed_index": reversed_index, "ddpm_index": ddpm_index}
 
 #: training losses by ``training.loss``; the discrete ones need their SDE (LOSS_SDE)
-LOSSES: dict[str, Callable] = {"dsm": losses.dsm_loss, "smld": losses.smld_loss, "ddpm": losses.ddpm_loss}
+LOSSES: dict[str, Callable] = {"dsm": losses.dsm_loss, "smld": losses.smld_loss, "ddpm": losses.ddpm_loss,
+                               "classifier": classifier.cross_entropy_loss}
 LOSS_SDE: dict[str, str] = {"smld": "ve", "ddpm": "vp"}
 
 #: feature extractors of the sample-quality metrics by ``--features`` (each call builds its network)

@@ -32,7 +32,7 @@ from .config import Config, build_loss, build_model, build_net, build_sde, confi
 from .ema import EMA
 from .losses import draw
 from .seeding import TRAIN_DROPOUT, TRAIN_INIT, TRAIN_LOSS, TRAIN_PERMUTATION, derive_seed
-from .workdir import load_training_data, sample_from, save_samples_picture, to_unit_range
+from .workdir import load_training_data, needs_labels, sample_from, save_samples_picture, to_unit_range
 
 __all__ = ["TrainingError", "Trainer"]
 
@@ -68,12 +68,19 @@ class Trainer:
     """Trains the network of a config in ``workdir``, resuming from its newest checkpoint."""
 
     def __init__(self, cfg: Config, workdir: str | Path, data: Tensor | None = None, device: str | None = None,
-                 rank: int = 0, world_size: int = 1, progress: bool = True, restart: bool = False):
+                 rank: int = 0, world_size: int = 1, progress: bool = True, restart: bool = False,
+                 labels: Tensor | None = None):
         self.cfg, self.workdir = cfg, Path(workdir)
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.progress = progress and rank == 0
         self.data = load_training_data(cfg) if data is None else data
+        # labels: for a classifier (training.loss classifier) or a label-conditional network (classifier-free guidance)
+        self.labels = labels
+        if self.labels is None and needs_labels(cfg):
+            self.labels = load_training_data(cfg, labels=True)[1] if data is None else None
+            if self.labels is None:
+                raise TrainingError("this config trains on labels: pass labels= with data=")
         tc = cfg.training
         if self.data.shape[0] < tc.batch_size:
             raise TrainingError(f"the data set has {self.data.shape[0]} items, fewer than training.batch_size "
@@ -223,11 +230,23 @@ class Trainer:
         lo = self.rank * (x0.shape[0] // self.world_size)
         hi = lo + x0.shape[0] // self.world_size
         x0, u, noise = x0[lo:hi].to(self.device), u[lo:hi].to(self.device), noise[lo:hi].to(self.device)
+        model, extra = self.model, {}
+        if self.labels is not None:
+            y = self.labels[self.batch_indices(self.step)]
+            if tc.label_dropout > 0:  # classifier-free guidance: some labels become the null label
+                y = torch.where(torch.rand(y.shape[0], generator=g) < tc.label_dropout, self.net.num_classes, y)
+            y = y[lo:hi].to(self.device)
+            if tc.loss == "classifier":
+                extra = {"y": y}
+            else:
+                from .guidance import LabelConditionedModel
+
+                model = LabelConditionedModel(self.model, y)
         torch.manual_seed(derive_seed(tc.seed, TRAIN_DROPOUT, self.step, self.rank))  # dropout
         self.net.train()
         use_amp = tc.amp and self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = self.loss_fn(self.model, x0, u, noise, **self.loss_kw)
+            loss = self.loss_fn(model, x0, u, noise, **self.loss_kw, **extra)
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite loss ({float(loss)}) at step {self.step}: lower training.lr, "
                                 f"check the data scaling, or resume from an earlier checkpoint")
@@ -283,7 +302,7 @@ class Trainer:
                         tb.add_scalar("train/items_per_s", ips, self.step)
                 if self.step % tc.snapshot_every == 0 or self.step == total:
                     self._snapshot(final=self.step == total)
-                if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0:
+                if tc.sample_every and self.step % tc.sample_every == 0 and self.rank == 0 and tc.loss != "classifier":
                     grid = self.sample_grid(self.workdir / "samples" / f"step_{self.step}.png")
                     if tb is not None and grid.ndim == 4:
                         tb.add_images("samples", to_unit_range(grid.float().cpu(), self.cfg.data.scale), self.step)

@@ -16,18 +16,32 @@ from .config import Config, ConfigError, build_model, build_net, build_sde, conf
 from .samplers import sample
 from .samplers.registry import resolve
 
-__all__ = ["load_training_data", "model_from_workdir", "sample_from", "save_samples_picture", "to_unit_range"]
+__all__ = ["load_training_data", "needs_labels", "model_from_workdir", "sample_from", "save_samples_picture", "to_unit_range"]
 
 
-def load_training_data(cfg: Config, split: str = "train") -> Tensor:
-    """The training tensor (N, *shape), float32: images scaled as the config says, or 2-D points."""
+def load_training_data(cfg: Config, split: str = "train", labels: bool = False):
+    """The training tensor (N, *shape), float32: images scaled as the config says, or 2-D points.
+
+    With ``labels``: (data, labels (N,) int64); a data set without labels is a DataError.
+    """
     from . import data
 
     d = cfg.data
-    x, _ = data.get_dataset(d.dataset, root=d.root, split=split, resolution=d.resolution, channels=d.channels,
+    x, y = data.get_dataset(d.dataset, root=d.root, split=split, resolution=d.resolution, channels=d.channels,
                             n=d.num_points, seed=0)  # fixed: the held-out split is the same for every run
     x = x.float()
-    return data.scale(x, d.scale) if x.ndim == 4 else x
+    x = data.scale(x, d.scale) if x.ndim == 4 else x
+    if not labels:
+        return x
+    if y is None:
+        raise data.DataError(f"data set {d.dataset} has no labels (a classifier or a label-conditional model needs "
+                             "them)")
+    return x, y.long()
+
+
+def needs_labels(cfg: Config) -> bool:
+    """Whether training reads labels: a classifier, or a label-conditional network (model.kwargs.num_classes)."""
+    return cfg.training.loss == "classifier" or bool(cfg.model.kwargs.get("num_classes"))
 
 
 def sample_from(model, cfg: Config, shape: tuple[int, ...], num: int, seed: int | None = None,
@@ -40,10 +54,20 @@ def sample_from(model, cfg: Config, shape: tuple[int, ...], num: int, seed: int 
     opts = dict(cfg.sampling.options) if name == cfg.sampling.sampler else {}
     opts.update({k: v for k, v in overrides.items() if v is not None})
     fn, kwargs = resolve(name, opts)
-    device = next(model.net.parameters()).device if isinstance(model.net, nn.Module) else "cpu"
+    net = _inner_net(model)
+    device = next(net.parameters()).device if isinstance(net, nn.Module) else "cpu"
     with torch.no_grad():
         return sample(model, num, cfg.sampling.seed if seed is None else seed, fn, shape, batch_size=batch_size,
                       device=device, progress=progress, **kwargs)
+
+
+def _inner_net(model):
+    """The network under a score model, through wrappers (guided models keep theirs in .model / .conditional)."""
+    for _ in range(4):
+        if hasattr(model, "net"):
+            return model.net
+        model = getattr(model, "model", None) or getattr(model, "conditional", None)
+    return None
 
 
 def to_unit_range(x: Tensor, scale: str) -> Tensor:

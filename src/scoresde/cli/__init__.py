@@ -9,8 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import colorize, fid, flow, import_, inpaint, lesson, sample, stats, train
 from . import eval as evaluate
-from . import fid, flow, import_, inpaint, lesson, sample, stats, train
 from .args import CLIError, Parser, version
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for command in (sample, train, flow, inpaint, import_, stats, fid, evaluate, lesson):
+    for command in (sample, train, flow, inpaint, import_, stats, fid, evaluate, lesson, colorize):
         command.register(sub)
     return p
 

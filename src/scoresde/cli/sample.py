@@ -62,9 +62,13 @@ def register(sub) -> None:
     src.add_argument("--t-end", "--eps", dest="t_end", type=positive(float),
                      help="end time of sampling (default 1e-5 VE, 1e-3 VP/sub-VP; --eps is the old name)")
 
-    cond = s.add_argument_group("class-conditional sampling (exact-score mixtures: the exact classifier)")
+    cond = s.add_argument_group("class-conditional sampling (exact-score mixtures: the exact classifier; --workdir: "
+                                "a trained classifier, or classifier-free guidance of a label-conditional model)")
     cond.add_argument("--class", dest="label", type=nonneg_int, metavar="K",
-                      help="sample component K of the mixture (K indexes its components, from 0)")
+                      help="sample component K of the mixture (K indexes its components, from 0), or class K")
+    cond.add_argument("--classifier", metavar="DIR",
+                      help="[--workdir] a classifier workdir (scoresde train --config configs/mnist_classifier.yaml); "
+                           "without it, --class needs a label-conditional model (classifier-free guidance)")
     cond.add_argument("--guidance", type=_finite_float, metavar="W",
                       help="guidance scale w (default 1: the conditional itself; 0: unconditional)")
     cond.add_argument("--guidance-type", choices=["classifier", "cfg"],
@@ -110,6 +114,8 @@ def cmd_sample(args) -> int:
     except ProblemError as e:
         raise CLIError(f"{prog}: {e}") from None
     model = ExactScoreModel(problem, make_sde(args, prog))
+    if args.classifier is not None:
+        raise CLIError(f"{prog}: --classifier goes with --workdir (an exact mixture brings its exact classifier)")
     if args.label is not None:
         model, problem = _conditional(args, problem, model, prog)
     elif args.guidance is not None or args.guidance_type is not None:
@@ -158,6 +164,13 @@ def _sample_workdir(args, out: Path, prog: str) -> int:
         model, cfg, shape, step = model_from_workdir(args.workdir, trust=args.trust_checkpoint)
     except CheckpointError as e:
         raise CLIError(f"{prog}: {e}") from None
+    if cfg.training.loss == "classifier":
+        raise CLIError(f"{prog}: --workdir {args.workdir} holds a classifier; sample a score model (pass the "
+                       "classifier with --classifier)")
+    if args.label is not None:
+        model = _guided_workdir_model(args, model, shape, prog)
+    elif args.guidance is not None or args.guidance_type is not None or args.classifier is not None:
+        raise CLIError(f"{prog}: --guidance, --guidance-type and --classifier need --class")
     name = args.sampler or cfg.sampling.sampler
     options = sampler_options(args, name, prog)
     if name == cfg.sampling.sampler:  # the trained config's options are the defaults (command-line options win)
@@ -215,6 +228,47 @@ def _sample_model(args, out: Path, prog: str) -> int:
         line += f"\nplot: {png}"
     print(line)
     return 0
+
+
+def _guided_workdir_model(args, model, shape, prog: str):
+    """--class K for a trained model: classifier guidance with --classifier, else classifier-free guidance."""
+    from ..checkpoint import CheckpointError
+    from ..guidance import ClassifierFreeGuidedModel, ClassifierGuidedModel, LabelConditionedModel
+
+    k, w = args.label, (1.0 if args.guidance is None else args.guidance)
+    if args.classifier is not None:
+        if args.guidance_type == "cfg":
+            raise CLIError(f"{prog}: --guidance-type cfg takes no --classifier (it needs a label-conditional model)")
+        from ..classifier import classifier_from_workdir
+
+        try:
+            clf, ccfg, cshape, _ = classifier_from_workdir(args.classifier, device=_model_device(model),
+                                                           trust=args.trust_checkpoint)
+        except CheckpointError as e:
+            raise CLIError(f"{prog}: --classifier: {e}") from None
+        if tuple(cshape) != tuple(shape):
+            raise CLIError(f"{prog}: --classifier {args.classifier} classifies data of shape {tuple(cshape)}, the "
+                           f"model makes {tuple(shape)}")
+        n = int(ccfg.model.kwargs.get("num_classes", 10))
+        if k >= n:
+            raise CLIError(f"{prog}: --class {k}: the classifier knows {n} classes (0..{n - 1})")
+        return ClassifierGuidedModel(model, clf, k, w)
+    if args.guidance_type == "classifier":
+        raise CLIError(f"{prog}: --guidance-type classifier needs --classifier DIR")
+    n = getattr(getattr(model, "net", None), "num_classes", None)
+    if not n:
+        raise CLIError(f"{prog}: --class needs --classifier DIR, or a label-conditional model (model.kwargs.num_classes "
+                       "for classifier-free guidance); this one has no labels")
+    if k >= n:
+        raise CLIError(f"{prog}: --class {k}: the model knows {n} classes (0..{n - 1})")
+    return ClassifierFreeGuidedModel(LabelConditionedModel(model, None), LabelConditionedModel(model, k), w)
+
+
+def _model_device(model):
+    try:
+        return str(next(model.net.parameters()).device)
+    except (AttributeError, StopIteration):
+        return "cpu"
 
 
 def _finite_float(s: str) -> float:

@@ -72,7 +72,19 @@ def cmd_train(args) -> int:
         t0 = time.perf_counter()
         last = trainer.train()
         wall = time.perf_counter() - t0
-        if rank == 0:
+        if rank == 0 and cfg.training.loss == "classifier":  # a classifier: held-out accuracy, no samples
+            import torch
+
+            from ..classifier import NoiseConditionalClassifier, accuracy_by_level
+            from ..workdir import load_training_data
+
+            x, y = load_training_data(cfg, split="test", labels=True)
+            clf = NoiseConditionalClassifier(trainer.ema.copy_to(trainer.net).eval(), trainer.sde)
+            times = torch.tensor([trainer.sde.t_end, 0.25, 0.5, 0.75])
+            acc = accuracy_by_level(clf, x.to(trainer.device), y, times)
+            print(f"trained steps {start}..{trainer.step} in {wall:.0f} s, last loss {last.get('loss', float('nan')):.4f}; "
+                  "held-out accuracy (EMA) at t = " + ", ".join(f"{t:g}: {a:.3f}" for t, a in zip(times.tolist(), acc)))
+        elif rank == 0:
             grid = workdir / "samples.png"
             trainer.sample_grid(grid)
             done = trainer.step - start

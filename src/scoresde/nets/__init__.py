@@ -5,6 +5,7 @@ from typing import Any
 
 from torch import nn
 
+from .classifier import ClassifierCNN, ClassifierMLP
 from .embeddings import fourier_features, sinusoidal_embedding
 from .layers import count_parameters, downsample_2d, fir_kernel, upfirdn2d, upsample_2d
 from .mlp import MLP
@@ -20,7 +21,7 @@ from .unet import (
 )
 
 __all__ = [
-    "MLP", "fourier_features", "sinusoidal_embedding",
+    "MLP", "ClassifierCNN", "ClassifierMLP", "fourier_features", "sinusoidal_embedding",
     "count_parameters", "fir_kernel", "upfirdn2d", "upsample_2d", "downsample_2d",
     "UNet", "RefineNet", "NCSN", "NCSNv2",
     "ddpm_cifar10", "ddpmpp_cifar10", "ddpmpp_deep_cifar10", "ncsnpp_cifar10", "ncsnpp_deep_cifar10",

@@ -66,7 +66,8 @@ class UNet(nn.Module):
                  progressive: str = "none", progressive_input: str = "none", progressive_combine: str = "sum",
                  embedding_type: str = "positional", fourier_scale: float = 16.0, c_transform: str = "none",
                  attn_every_up_block: bool = True, init_scale: float = 0.0, max_groups: int = 32,
-                 pad_mode: str = "constant", fused_up_conv: bool = True, center_input: bool = False):
+                 pad_mode: str = "constant", fused_up_conv: bool = True, center_input: bool = False,
+                 num_classes: int | None = None):
         super().__init__()
         checks = {"resblock_type": (resblock_type, ("ddpm", "biggan")),
                   "progressive": (progressive, ("none", "output_skip", "residual")),
@@ -86,6 +87,9 @@ class UNet(nn.Module):
         biggan = resblock_type == "biggan"
         temb_dim = 4 * nf
         self.embed = TimeEmbedding(nf, temb_dim, embedding_type, fourier_scale, c_transform)
+        # classifier-free guidance (Ho & Salimans 2022): a label embedding, index num_classes = the null label
+        self.num_classes = num_classes
+        self.label_embed = nn.Embedding(num_classes + 1, temb_dim) if num_classes else None
 
         def block(cin: int, cout: int, up: bool = False, down: bool = False) -> nn.Module:
             if biggan:
@@ -172,8 +176,8 @@ class UNet(nn.Module):
     def _resample(self, module: nn.Module, h: Tensor, temb: Tensor) -> Tensor:
         return module(h, temb) if self.resblock_type == "biggan" else module(h)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        """x: (B, C, H, W); c: (B,) time / noise input. Returns (B, out_channels, H, W)."""
+    def forward(self, x: Tensor, c: Tensor, y: Tensor | None = None) -> Tensor:
+        """x: (B, C, H, W); c: (B,) time / noise input; y: (B,) labels (num_classes: null; None: all null)."""
         if self.center_input:
             x = 2 * x - 1.0
         H, W = x.shape[-2:]
@@ -181,6 +185,11 @@ class UNet(nn.Module):
         if ph or pw:
             x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode=self.pad_mode)
         temb = self.embed(c)
+        if self.label_embed is not None:
+            y = torch.full((x.shape[0],), self.num_classes, device=x.device) if y is None else y.to(x.device).long()
+            temb = temb + self.label_embed(y)
+        elif y is not None:
+            raise ValueError("labels given to a U-Net without a label embedding (construct it with num_classes)")
         L = self.num_levels
 
         hs = [self.conv_in(x)]

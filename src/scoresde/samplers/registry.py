@@ -26,7 +26,7 @@ from .ode import ODE_METHODS, ode_sample
 from .seeds import seeds
 
 __all__ = ["Option", "OPTIONS", "SamplerSpec", "SAMPLERS", "PREDICTORS", "CORRECTORS", "DEFAULT_SAMPLER",
-           "resolve", "describe", "option_default", "check_option"]
+           "resolve", "describe", "option_default", "check_option", "grid_samplers"]
 
 #: PC predictors and correctors by name ("none": skip that half of the step)
 PREDICTORS: dict[str, Callable | None] = {"euler_maruyama": pc.euler_maruyama,
@@ -122,6 +122,7 @@ class SamplerSpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)      # keyword arguments it always gets
     kwarg: Mapping[str, str] = field(default_factory=dict)      # option name -> function argument, where they differ
     check: Callable[[dict[str, Any]], None] | None = None      # cross-option rules (given options only)
+    steps_on_grid: bool = True     # walks a given time grid step by step (inpainting / colorization need it)
 
     def argument(self, option: str) -> str:
         return self.kwarg.get(option, option)
@@ -157,7 +158,8 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
                 ("steps", "predictor", "corrector", "snr", "n_corrector", "final_mean", "denoise"),
                 "(1 + n_corrector) per step"),
     SamplerSpec("ode", ode_sample, "probability-flow ODE on torchdiffeq (Song et al. 2021, eq. 13)",
-                ("method", "rtol", "atol", "steps", "denoise"), "adaptive (dopri5) or per stage", check=_check_ode),
+                ("method", "rtol", "atol", "steps", "denoise"), "adaptive (dopri5) or per stage", check=_check_ode,
+                steps_on_grid=False),
     _seeds(1), _seeds(2), _seeds(3), _etd(1), _etd(2), _etd(3),
     SamplerSpec("dpmpp2m", dpmpp_2m, "DPM-Solver++(2M) multistep (Lu et al. 2022b, Alg. 2)", _FAST + ("denoise",),
                 "1 per step"),
@@ -169,14 +171,19 @@ SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
                 _FAST + ("s_churn", "denoise"), "2 per step (1 for a step to sigma 0)", kwarg={"s_churn": "S_churn"}),
     SamplerSpec("ggf", ggf_sample, "Gotta Go Fast adaptive SDE solver (Jolicoeur-Martineau et al. 2021)",
                 ("rtol", "atol", "noise_mode", "norm", "tolerance", "denoise"),
-                "2 per attempt, rejections included, per sample"),
+                "2 per attempt, rejections included, per sample", steps_on_grid=False),
     SamplerSpec("adaptive", adaptive_exponential, "adaptive exponential SDE solver: SEEDS-1/2 embedded pair, "
                 "noise-relative tolerance, Brownian-bridge retries (eta 0: an adaptive ODE solver)",
                 ("rtol", "atol", "eta", "h_max", "noise_mode", "norm", "denoise"),
-                "2 per accepted step, 1 per rejection, per sample"),
+                "2 per accepted step, 1 per rejection, per sample", steps_on_grid=False),
 )}
 
 DEFAULT_SAMPLER = "pc"
+
+
+def grid_samplers() -> tuple[str, ...]:
+    """The samplers that walk a given time grid step by step (``SamplerSpec.steps_on_grid``)."""
+    return tuple(name for name, spec in SAMPLERS.items() if spec.steps_on_grid)
 
 
 def option_default(sampler: str, option: str) -> Any:
