@@ -481,3 +481,41 @@ def test_importing_scoresde_does_not_import_diffusers():
     code = ("import sys, scoresde, scoresde.interop, scoresde.interop.diffusers, scoresde.cli.models\n"
             "assert 'diffusers' not in sys.modules, 'diffusers imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_cli_inpaint_and_colorize_model_match_library(tmp_path, capsys, pipe_dir):
+    """--model works where --workdir does: inpaint / colorize a diffusers model equal the library calls on
+    from_diffusers(...), and the known pixels (inpaint) / the grey value (colorize) are kept."""
+    from scoresde.brownian import NoiseSource
+    from scoresde.colorization import colorize, grey_of
+    from scoresde.inpainting import inpaint
+
+    model = from_diffusers(pipe_dir)
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    np.save(tmp_path / "x.npy", (images * 255).round().to(torch.uint8).numpy())
+    known = ((images * 255).round() / 255) * 2 - 1
+    out = tmp_path / "fill.npz"
+    code, _, err = run(capsys, "inpaint", "--model", f"diffusers:{pipe_dir}", "--images", str(tmp_path / "x.npy"),
+                       "--mask", "lower-half", "--sampler", "seeds1", "--steps", "3", "--seed", "4", "--out", str(out))
+    assert code == 0, err
+    data = np.load(out)
+    mask = torch.as_tensor(data["mask"]).float().expand(3, 3, 8, 8)
+    noise = NoiseSource(4, (3, 8, 8), range(3))
+    ref = inpaint(model, model.sde.prior_sample(noise.draw()), noise, known=known, mask=mask, base="seeds1", steps=3)
+    np.testing.assert_allclose(data["samples"], ref.samples.numpy(), rtol=0, atol=1e-6)
+    kept = mask.bool()
+    np.testing.assert_allclose(data["samples"][kept.numpy()], known[kept].numpy(), rtol=0, atol=1e-6)
+    out = tmp_path / "col.npz"
+    code, _, err = run(capsys, "colorize", "--model", f"diffusers:{pipe_dir}", "--images", str(tmp_path / "x.npy"),
+                       "--sampler", "seeds1", "--steps", "3", "--seed", "4", "--out", str(out))
+    assert code == 0, err
+    data = np.load(out)
+    grey = torch.as_tensor(data["grey"])
+    noise = NoiseSource(4, (3, 8, 8), range(3))
+    ref = colorize(model, model.sde.prior_sample(noise.draw()), noise, grey=grey, base="seeds1", steps=3)
+    np.testing.assert_allclose(data["samples"], ref.samples.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(grey_of(torch.as_tensor(data["samples"]).double()).numpy(), grey.double().numpy(),
+                               rtol=0, atol=1e-5)
+    code, _, err = run(capsys, "inpaint", "--model", f"diffusers:{pipe_dir}", "--workdir", str(tmp_path),
+                       "--images", str(tmp_path / "x.npy"), "--mask", "lower-half", "--out", str(out))
+    assert code == 2 and "not both" in err and len(err.strip().splitlines()) == 1

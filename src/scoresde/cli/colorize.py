@@ -6,6 +6,7 @@ import time
 
 from .args import CLIError, add_sampler_arguments, check_out, positive, sampler_options, save_npz, seed
 from .image_io import IMAGES_HELP
+from .models import MODEL_HELP
 
 __all__ = ["register"]
 
@@ -31,7 +32,9 @@ def register(sub) -> None:
                        description="Colorization (Song et al. 2021, App. I.3) with any grid sampler.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("model and images")
-    src.add_argument("--workdir", required=True, metavar="W", help="a training workdir of an RGB model (EMA weights)")
+    which = src.add_mutually_exclusive_group(required=True)
+    which.add_argument("--workdir", metavar="W", help="a training workdir of an RGB model (EMA weights)")
+    which.add_argument("--model", metavar="KIND:PATH", help="instead of --workdir: " + MODEL_HELP)
     src.add_argument("--trust-checkpoint", action="store_true",
                      help="allow full unpickling of the checkpoint (only for files you trust)")
     src.add_argument("--images", required=True, metavar="X.npy|DIR", help=IMAGES_HELP + "; grey or RGB")
@@ -65,7 +68,7 @@ def cmd_colorize(args) -> int:
     name = args.sampler or "seeds1"
     model, cfg, shape, step = load_workdir_model(args, prog)
     if len(shape) != 3 or shape[0] != 3:
-        raise CLIError(f"{prog}: --workdir {args.workdir} models data of shape {tuple(shape)}; colorization needs an "
+        raise CLIError(f"{prog}: {args.workdir or args.model} models data of shape {tuple(shape)}; colorization needs an "
                        "RGB image model (3, H, W)")
     images = load_images(args.images, shape, prog, channels=(1, 3))
     grey01 = grey_of(images)

@@ -17,6 +17,7 @@ from .args import (
     seed,
 )
 from .image_io import IMAGES_HELP, MASK_HELP
+from .models import MODEL_HELP
 
 __all__ = ["register"]
 
@@ -68,6 +69,7 @@ def register(sub) -> None:
     add_sde_arguments(src, "forward SDE (default vp)")
     src.add_argument("--data", metavar="POINTS.npy", help="[--problem] (N, dim) points; unknown entries ignored")
     src.add_argument("--workdir", metavar="W", help="a training workdir: inpaint images with its newest model (EMA)")
+    src.add_argument("--model", metavar="KIND:PATH", help="instead of --workdir: " + MODEL_HELP)
     src.add_argument("--trust-checkpoint", action="store_true",
                      help="allow full unpickling of the checkpoint (only for files you trust)")
     src.add_argument("--images", metavar="X.npy|DIR", help="[--workdir] " + IMAGES_HELP)
@@ -119,16 +121,18 @@ def _load_mask(path: str, data_shape: tuple[int, int], prog: str):
 def cmd_inpaint(args) -> int:
     prog = "scoresde inpaint"
     out = check_out(args.out, prog)
-    if (args.problem is None) == (args.workdir is None):
-        raise CLIError(f"{prog}: give exactly one of --problem (with --data) or --workdir (with --images)")
-    if args.workdir is not None and args.data is not None:
-        raise CLIError(f"{prog}: --data goes with --problem; with --workdir give --images")
+    if args.model is not None and args.workdir is not None:
+        raise CLIError(f"{prog}: give --workdir or --model, not both")
+    if (args.problem is None) == (args.workdir is None and args.model is None):
+        raise CLIError(f"{prog}: give exactly one of --problem (with --data) or --workdir / --model (with --images)")
+    if (args.workdir is not None or args.model is not None) and args.data is not None:
+        raise CLIError(f"{prog}: --data goes with --problem; with --workdir / --model give --images")
     if args.problem is not None and args.images is not None:
         raise CLIError(f"{prog}: --images goes with --workdir; with --problem give --data")
-    if args.workdir is None and args.data is None:
+    if args.workdir is None and args.model is None and args.data is None:
         raise CLIError(f"{prog}: --problem needs --data POINTS.npy")
-    if args.workdir is not None and args.images is None:
-        raise CLIError(f"{prog}: --workdir needs --images X.npy|DIR")
+    if (args.workdir is not None or args.model is not None) and args.images is None:
+        raise CLIError(f"{prog}: --{'workdir' if args.model is None else 'model'} needs --images X.npy|DIR")
     import numpy as np
     import torch
 
@@ -138,7 +142,7 @@ def cmd_inpaint(args) -> int:
 
     method_kw = _method_options(args, prog)
     name = args.sampler or "seeds1"
-    if args.workdir is not None:
+    if args.workdir is not None or args.model is not None:
         return _inpaint_workdir(args, out, prog, name, method_kw)
     args.sde = args.sde or "vp"
     try:
@@ -184,14 +188,25 @@ def _method_options(args, prog: str) -> dict:
 
 
 def load_workdir_model(args, prog: str):
-    """(model, config, data shape, step) of --workdir; the SDE comes from its config."""
+    """(model, config, data shape, step) of --workdir, or of --model KIND:PATH (a config holding only its data scale,
+    step -1); the SDE comes from the config / the model."""
     from ..checkpoint import CheckpointError
     from ..workdir import model_from_workdir
     from .args import sde_arguments_given
 
     given = sde_arguments_given(args)
+    source = "--model" if getattr(args, "model", None) is not None else "--workdir"
     if given:
-        raise CLIError(f"{prog}: --{given[0].replace('_', '-')} comes from the trained model's config with --workdir")
+        raise CLIError(f"{prog}: --{given[0].replace('_', '-')} comes from the model with {source}")
+    if source == "--model":
+        if args.trust_checkpoint:
+            raise CLIError(f"{prog}: --trust-checkpoint applies to --workdir (--model weights load without pickle)")
+        from types import SimpleNamespace
+
+        from .models import load_model
+
+        loaded = load_model(args.model, prog, device="cpu")
+        return loaded.model, SimpleNamespace(data=SimpleNamespace(scale=loaded.data_range)), loaded.shape, -1
     try:
         return model_from_workdir(args.workdir, device="cpu", trust=args.trust_checkpoint)
     except CheckpointError as e:
@@ -222,7 +237,7 @@ def _inpaint_workdir(args, out, prog: str, name: str, method_kw: dict) -> int:
         raise CLIError(f"{prog}: --method exact needs an exact-score mixture (--problem)")
     model, cfg, shape, step = load_workdir_model(args, prog)
     if len(shape) != 3:
-        raise CLIError(f"{prog}: --workdir {args.workdir} models points, not images; use --problem/--data")
+        raise CLIError(f"{prog}: {args.workdir or args.model} models points, not images; use --problem/--data")
     images = load_images(args.images, shape, prog)
     n = images.shape[0]
     mask = image_mask(args.mask, (n,) + tuple(shape), prog)
