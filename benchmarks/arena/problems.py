@@ -193,7 +193,7 @@ PROBLEMS: dict[str, Problem] = {p.name: p for p in (
                      ("spread", "spread")), plot=FLOOR_PLOT,
             budgets=((3, 4, 5, 6, 7, 8, 10, 14, 20, 40, 80, 160, 320, 640, 1280), (3, 5, 7, 10, 20, 40, 80, 160, 320)),
             tols=((2.0, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01), (1.0, 0.2, 0.1, 0.05, 0.02))),
-    Problem("mnist-unet", "trained MNIST U-Net (runs/mnist, step {step}, VP, eps-prediction), {n} samples, float32, "
+    Problem("mnist-unet", "trained MNIST U-Net (runs/mnist, step {step}, VP, the config's prediction), {n} samples, float32, "
                           "final denoise counted",
             trained_mnist(ROOT / "runs" / "mnist"), n=(256, 64), target=near_reference,
             target_text="FD <= 1.1 x FD of EM-200 (the model's configured sampler) and class TV <= EM-200's + 0.03",
@@ -203,7 +203,8 @@ PROBLEMS: dict[str, Problem] = {p.name: p for p in (
             settings={"em": ([50, 200], [50, 200]), "seeds-1": ([50], [50]), "seeds-2": ([12, 25], [12]),
                       "seeds-3": ([8, 16], [8]), "ggf": ([0.1], [0.1]), "kd-euler_a": ([50], [50]),
                       "kd-dpmpp_2m_sde": ([25], [25]), "kd-dpmpp_3m_sde": ([25], [25]),
-                      "kd-dpm_adaptive": ([0.1], [0.1]), "df-ddpm": ([50], [50]), "df-dpmpp_2m_sde": ([25], [25])},
+                      "kd-dpm_adaptive": ([0.1], [0.1]), "df-ddpm": ([50], [50]), "df-dpmpp_2m_sde": ([25], [25]),
+                      "ms2-sde": ([12, 25], [12]), "adaptive": ([0.5, 0.1], [0.5])},
             reference=("em", 200), final_denoise=True, verdicts=False, overhead_rank=0),
 )}
 
