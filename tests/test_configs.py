@@ -63,3 +63,14 @@ def test_config_builds(path):
         assert n == ref, (rel, n, ref)
     if cfg.model.arch == "ncsn":  # one conditional-norm row per noise level
         assert cfg.model.kwargs["num_classes"] == sde.N
+
+
+def test_set_reads_exponent_floats_as_numbers():
+    """`--set training.lr=3e-3` is the float 0.003 (PyYAML's YAML 1.1 would read it as a string); ints stay ints."""
+    from scoresde.config import apply_overrides
+
+    d = apply_overrides({}, ["training.lr=3e-3", "a.b=-2E-4", "a.c=1e5", "a.d=7", "a.e=x3e3"])
+    assert d == {"training": {"lr": 0.003}, "a": {"b": -0.0002, "c": 100000.0, "d": 7, "e": "x3e3"}}
+    assert isinstance(d["a"]["d"], int) and isinstance(d["training"]["lr"], float)
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "mnist_cpu.yaml", ["training.lr=3e-3"])
+    assert cfg.training.lr == 0.003

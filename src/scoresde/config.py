@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -238,7 +239,7 @@ def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         if len(parts) < 2:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml.load(raw, Loader=_UniqueKeyLoader)
         except yaml.YAMLError:
             raise ConfigError(f"--set {path}: cannot parse value {raw!r}") from None
         node = d
@@ -265,6 +266,14 @@ def _unique_mapping(loader: _UniqueKeyLoader, node, deep: bool = False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+# why: YAML 1.1 (PyYAML) reads 3e-3 (no dot) as a string, so `--set training.lr=3e-3` was refused as not a number;
+# YAML 1.2 and every user read it as a float
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
