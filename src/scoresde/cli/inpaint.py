@@ -197,7 +197,8 @@ def load_workdir_model(args, prog: str):
     given = sde_arguments_given(args)
     source = "--model" if getattr(args, "model", None) is not None else "--workdir"
     if given:
-        raise CLIError(f"{prog}: --{given[0].replace('_', '-')} comes from the model with {source}")
+        where = "the model" if source == "--model" else "the trained model's config"
+        raise CLIError(f"{prog}: --{given[0].replace('_', '-')} comes from {where} with {source}")
     if source == "--model":
         if args.trust_checkpoint:
             raise CLIError(f"{prog}: --trust-checkpoint applies to --workdir (--model weights load without pickle)")
