@@ -55,13 +55,12 @@ def _train_classifier(workdir: Path, iters: int) -> str:
 
 def _class_conditional(workdir: Path, clf_dir: Path, scales: list[float], per_class: int, sampler: str, steps: int,
                        rows: list[str], tag: str = "") -> None:
-    from scoresde.classifier import classifier_from_workdir
     from scoresde.guidance import ClassifierGuidedModel
     from scoresde.metrics.digits import digit_report, load_digit_classifier
     from scoresde.plotting import save_image_grid
     from scoresde.samplers import sample
     from scoresde.samplers.registry import resolve
-    from scoresde.workdir import model_from_workdir, to_unit_range
+    from scoresde.workdir import classifier_from_workdir, model_from_workdir, to_unit_range
 
     model, cfg, shape, step = model_from_workdir(workdir, device="cpu")
     clf, _, _, clf_step = classifier_from_workdir(clf_dir, device="cpu")

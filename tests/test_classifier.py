@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import scoresde as s
-from scoresde.classifier import NoiseConditionalClassifier, classifier_from_workdir, classifier_input
+from scoresde.classifier import NoiseConditionalClassifier, classifier_input
 from scoresde.cli import main
 from scoresde.config import load_config
 from scoresde.data import toy_data
@@ -16,6 +16,7 @@ from scoresde.guidance import ClassifierFreeGuidedModel, ClassifierGuidedModel, 
 from scoresde.nets import ClassifierCNN, ClassifierMLP, UNet
 from scoresde.samplers import sample
 from scoresde.train import Trainer
+from scoresde.workdir import classifier_from_workdir
 
 F64 = torch.float64
 

@@ -12,8 +12,6 @@ through the project's trainer (checkpoints, EMA, resume as for score models).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,8 +19,7 @@ from torch import Tensor
 from ._tensor import as_time, like
 from .sde import SDE
 
-__all__ = ["classifier_input", "classifier_logits", "cross_entropy_loss", "NoiseConditionalClassifier",
-           "classifier_from_workdir"]
+__all__ = ["classifier_input", "classifier_logits", "cross_entropy_loss", "NoiseConditionalClassifier"]
 
 
 def classifier_input(sde: SDE, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -70,18 +67,6 @@ class NoiseConditionalClassifier:
             xg = x.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self.log_prob(xg, t, y).sum(), xg)
         return g.detach()
-
-
-def classifier_from_workdir(workdir: str | Path, device: str | None = None, use_ema: bool = True,
-                            trust: bool = False) -> tuple[NoiseConditionalClassifier, object, tuple[int, ...], int]:
-    """(classifier, config, data shape, step) from the newest checkpoint of a classifier workdir (EMA weights)."""
-    from .checkpoint import CheckpointError
-    from .workdir import model_from_workdir
-
-    model, cfg, shape, step = model_from_workdir(workdir, device=device, use_ema=use_ema, trust=trust)
-    if cfg.training.loss != "classifier":
-        raise CheckpointError(f"{workdir} holds a score model (training.loss {cfg.training.loss}), not a classifier")
-    return NoiseConditionalClassifier(model.net, model.sde), cfg, shape, step
 
 
 def accuracy_by_level(clf: NoiseConditionalClassifier, x0: Tensor, y: Tensor, times: Tensor, seed: int = 0,

@@ -16,7 +16,8 @@ from .config import Config, ConfigError, build_model, build_net, build_sde, conf
 from .samplers import sample
 from .samplers.registry import resolve
 
-__all__ = ["load_training_data", "needs_labels", "model_from_workdir", "sample_from", "save_samples_picture", "to_unit_range"]
+__all__ = ["load_training_data", "needs_labels", "model_from_workdir", "sample_from", "save_samples_picture", "to_unit_range",
+           "classifier_from_workdir"]
 
 
 def load_training_data(cfg: Config, split: str = "train", labels: bool = False):
@@ -103,3 +104,14 @@ def model_from_workdir(workdir: str | Path, device: str | None = None, use_ema: 
     load_weights(net, state["ema"]["shadow"] if use_ema else state["model"], ckpt)
     net.eval()
     return build_model(cfg, net, build_sde(cfg.sde)), cfg, shape, int(state["step"])
+
+
+def classifier_from_workdir(workdir: str | Path, device: str | None = None, use_ema: bool = True,
+                            trust: bool = False) -> tuple[Any, object, tuple[int, ...], int]:
+    """(classifier, config, data shape, step) from the newest checkpoint of a classifier workdir (EMA weights)."""
+    from .classifier import NoiseConditionalClassifier
+
+    model, cfg, shape, step = model_from_workdir(workdir, device=device, use_ema=use_ema, trust=trust)
+    if cfg.training.loss != "classifier":
+        raise CheckpointError(f"{workdir} holds a score model (training.loss {cfg.training.loss}), not a classifier")
+    return NoiseConditionalClassifier(model.net, model.sde), cfg, shape, step

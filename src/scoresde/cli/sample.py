@@ -239,7 +239,7 @@ def _guided_workdir_model(args, model, shape, prog: str):
     if args.classifier is not None:
         if args.guidance_type == "cfg":
             raise CLIError(f"{prog}: --guidance-type cfg takes no --classifier (it needs a label-conditional model)")
-        from ..classifier import classifier_from_workdir
+        from ..workdir import classifier_from_workdir
 
         try:
             clf, ccfg, cshape, _ = classifier_from_workdir(args.classifier, device=_model_device(model),
