@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = ["CLIError", "Parser", "positive", "nonneg_int", "seed", "add_sde_arguments", "make_sde", "add_sampler_arguments",
-           "sampler_options", "save_npz", "check_out", "version", "load_points", "add_feature_arguments",
-           "feature_extractor"]
+           "sampler_options", "save_npz", "check_out", "version", "load_points", "read_array", "writable_dir",
+           "add_feature_arguments", "feature_extractor"]
 
 
 class CLIError(Exception):
@@ -214,32 +215,33 @@ def sampler_options(args, sampler: str, prog: str) -> dict[str, Any]:
 # ---- output files ---------------------------------------------------------------------------------
 def check_out(path: str, prog: str, flag: str = "--out") -> Path:
     """An output .npz path that can be written: its folder is created now, so no work is lost at the end."""
-    import os
-
     out = Path(path)
     if out.suffix != ".npz" or out.name == ".npz":
         raise CLIError(f"{prog}: {flag} must name a file ending in .npz, got {path!r}")
     if out.is_dir():
         raise CLIError(f"{prog}: {flag} {path} is a directory; name a file ending in .npz")
-    parent = out.parent
-    for p in [parent, *parent.parents]:
+    writable_dir(out.parent, prog, f"{flag} {path}")
+    return out
+
+
+def writable_dir(d: Path, prog: str, what: str) -> Path:
+    """Create directory ``d`` (and its parents) and check it is writable; one line naming ``what`` otherwise."""
+    for p in [d, *d.parents]:
         if p.exists():
             if not p.is_dir():
-                raise CLIError(f"{prog}: {flag} {path}: {p} is a file, not a directory")
+                raise CLIError(f"{prog}: {what}: {p} is a file, not a directory")
             break
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CLIError(f"{prog}: {flag} {path}: cannot create its directory ({e.strerror or e})") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CLIError(f"{prog}: {flag} {path}: the directory {parent} is not writable")
-    return out
+        raise CLIError(f"{prog}: {what}: cannot create the directory {d} ({e.strerror or e})") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise CLIError(f"{prog}: {what}: the directory {d} is not writable")
+    return d
 
 
 def save_npz(out: Path, **arrays) -> None:
     """Write an .npz atomically (a temporary file renamed into place; no temporary is left behind)."""
-    import os
-
     import numpy as np
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -257,12 +259,12 @@ def save_npz(out: Path, **arrays) -> None:
 MAX_DATA_MAGNITUDE = 1e6
 
 
-def load_points(path: str, dim: int, prog: str, flag: str = "--data"):
-    """An (N, dim) float64 tensor from a .npy, or an .npz holding `samples`; one line for anything else."""
+def read_array(path: str, prog: str, flag: str = "--data"):
+    """(array, whether it came from an .npz entry named ``samples``) of a .npy, or an .npz holding ``samples`` or a
+    single array; one line (CLIError) for anything else. Never unpickles."""
     import zipfile
 
     import numpy as np
-    import torch
 
     p = Path(path)
     if not p.exists():
@@ -274,13 +276,14 @@ def load_points(path: str, dim: int, prog: str, flag: str = "--data"):
     if head != b"\x93NUMPY" and not zipfile.is_zipfile(p):
         raise CLIError(f"{prog}: {flag} {path} is not a .npy or .npz file"
                        f"{' (it is empty)' if not head else ''}")
+    named = False
     try:
         arr = np.load(p, allow_pickle=False)
         if isinstance(arr, np.lib.npyio.NpzFile):
             with arr:
                 keys = list(arr.keys())
                 if "samples" in keys:
-                    arr = arr["samples"]
+                    arr, named = arr["samples"], True
                 elif len(keys) == 1:
                     arr = arr[keys[0]]
                 else:
@@ -291,6 +294,15 @@ def load_points(path: str, dim: int, prog: str, flag: str = "--data"):
         if "allow_pickle" in first:
             first = "it holds Python objects, not numbers"
         raise CLIError(f"{prog}: cannot read {flag} {path} ({first})") from None
+    return arr, named
+
+
+def load_points(path: str, dim: int, prog: str, flag: str = "--data"):
+    """An (N, dim) float64 tensor from a .npy, or an .npz holding `samples`; one line for anything else."""
+    import numpy as np
+    import torch
+
+    arr, _ = read_array(path, prog, flag)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)) or arr.dtype == bool:
         raise CLIError(f"{prog}: {flag} {path} must hold real numbers, got dtype {arr.dtype}")
     arr = arr.reshape(arr.shape[0], -1) if arr.ndim > 2 else arr

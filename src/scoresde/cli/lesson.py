@@ -5,7 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .args import CLIError, nonneg_int, seed
+from .args import CLIError, nonneg_int, seed, writable_dir
 
 __all__ = ["register"]
 
@@ -35,19 +35,7 @@ def register(sub) -> None:
 
 
 def _out_dir(path: str, prog: str) -> Path:
-    out = Path(path)
-    for p in [out, *out.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise CLIError(f"{prog}: --out {path}: {p} is a file, not a directory")
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CLIError(f"{prog}: --out {path}: cannot create it ({e.strerror or e})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise CLIError(f"{prog}: --out {path} is not writable")
-    return out
+    return writable_dir(Path(path), prog, f"--out {path}")
 
 
 def cmd_lesson(args) -> int:

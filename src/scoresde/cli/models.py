@@ -6,9 +6,7 @@ Kinds: ``diffusers:PATH`` - a diffusers ``save_pretrained`` pipeline or UNet2DMo
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from .args import CLIError
+from .args import CLIError, read_array
 
 __all__ = ["MODEL_KINDS", "MODEL_HELP", "LoadedModel", "load_model", "load_images"]
 
@@ -46,29 +44,10 @@ def load_images(path: str, shape: tuple[int, ...], prog: str, flag: str = "--dat
     Accepted: uint8 images 0..255, floats in [0, 1], or an .npz holding ``samples`` in the model's [-1, 1] range
     (the output of ``scoresde sample --model``); channels first or last.
     """
-    import zipfile
-
     import numpy as np
     import torch
 
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"{prog}: {flag} file not found: {path}")
-    centred = False
-    try:
-        arr = np.load(p, allow_pickle=False)
-        if isinstance(arr, np.lib.npyio.NpzFile):
-            with arr:
-                keys = list(arr.keys())
-                if "samples" in keys:
-                    arr, centred = arr["samples"], True
-                elif len(keys) == 1:
-                    arr = arr[keys[0]]
-                else:
-                    raise CLIError(f"{prog}: {flag} {path} holds {', '.join(keys) or 'no arrays'}; expected one array "
-                                   "or one named samples")
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise CLIError(f"{prog}: cannot read {flag} {path} ({str(e).splitlines()[0] if str(e) else e})") from None
+    arr, centred = read_array(path, prog, flag)
     c, h, w = shape
     if arr.ndim == 4 and arr.shape[1:] == (h, w, c) and arr.shape[1:] != (c, h, w):
         arr = arr.transpose(0, 3, 1, 2)
