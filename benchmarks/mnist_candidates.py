@@ -47,6 +47,9 @@ CANDIDATES: dict[str, list[str]] = {
     "b128-lr2e-3": ["model.prediction=v", "training.batch_size=128", "training.lr=2.0e-3", "training.warmup=100"],
     "wide nf24": ["model.prediction=v", "model.kwargs.nf=24"],
     "no-attn": ["model.prediction=v", "model.kwargs.attn_resolutions=[]"],
+    "lognormal": ["model.prediction=v", "training.t_sampling=lognormal"],
+    "lognormal-edm": ["model.prediction=v", "training.t_sampling=lognormal", "training.sigma_data=0.5"],
+    "lognormal-p0.6": ["model.prediction=v", "training.t_sampling=lognormal", "training.p_mean=-0.6"],
 }
 
 #: (label, sample_from keyword arguments): fast ODE and SDE samplers at <= 50 NFE
@@ -102,12 +105,19 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="candidate trainings run at once (each one thread)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mnist_candidates.md")
     ap.add_argument("--worker", nargs=3, metavar=("NAME", "STEPS", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("--collect", nargs="+", type=Path, metavar="WORKER_OUT",
+                    help="only write the table, from saved worker outputs (each file's last line is a worker's JSON)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.worker:  # one candidate in its own process: JSON on the last line of stdout
         name, steps, seed = a.worker[0], int(a.worker[1]), int(a.worker[2])
         print(json.dumps(evaluate(name, steps, seed, a.num)))
         return 0
+    if a.collect:
+        rows = [json.loads(f.read_text().strip().splitlines()[-1]) for f in a.collect]
+        names = list(dict.fromkeys(r["name"] for r in rows))
+        ips = {n: float("nan") for n in names} | {k: float(v) for k, v in (t.rsplit("=", 1) for t in a.throughput)}
+        return write_table(a, rows, names, ips)
     names = a.only or list(CANDIDATES)
     ips = {n: 0.0 for n in names}
     given = {k: float(v) for k, v in (t.rsplit("=", 1) for t in a.throughput)}
@@ -138,6 +148,10 @@ def main() -> int:
                 print("\n".join(out[:-1]), flush=True)
             else:
                 print(f"a worker failed ({p.args[3:]}): rc {p.returncode}", file=sys.stderr)
+    return write_table(a, rows, names, ips)
+
+
+def write_table(a: argparse.Namespace, rows: list[dict], names: list[str], ips: dict[str, float]) -> int:
     labels = [lab for lab, _ in SAMPLERS]
     real = rows[0]["real_fd"] if rows else float("nan")
     lines = ["# Main-job candidates: digit quality for the same compute budget", "",

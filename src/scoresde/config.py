@@ -64,7 +64,11 @@ class TrainingConfig:
     label_dropout: float = 0.0      # classifier-free guidance: share of labels replaced by the null label
     reduce: str = "mean"            # mean, sum
     likelihood_weighting: bool = False
-    t_min: float = 1e-5              # training draws t ~ U(t_min, T)
+    t_min: float = 1e-5              # training draws t in [t_min, T]
+    t_sampling: str = "uniform"     # uniform in t; lognormal: log sigma~ ~ N(p_mean, p_std^2) (EDM)
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float | None = None  # EDM loss weighting 1 + sigma~^2 / sigma_data^2 on the eps error (none: 1)
     batch_size: int = 128
     n_iters: int = 2000
     lr: float = 2e-4
@@ -113,10 +117,11 @@ _CHOICES = {
     ("model", "time_input"): tuple(TIME_INPUTS),
     ("training", "loss"): tuple(LOSSES),
     ("training", "reduce"): ("mean", "sum"),
+    ("training", "t_sampling"): ("uniform", "lognormal"),
     ("sampling", "sampler"): tuple(SAMPLERS),
 }
 _POSITIVE = {("training", k) for k in ("batch_size", "n_iters", "lr", "log_every", "snapshot_every",
-                                       "keep_checkpoints")} | {("sampling", "num")} \
+                                       "keep_checkpoints", "p_std", "sigma_data")} | {("sampling", "num")} \
     | {("sde", k) for k in ("sigma_min", "sigma_max", "N", "beta_max")} | {("data", "num_points")}
 _NONNEGATIVE = {("training", k) for k in ("weight_decay", "warmup", "sample_every", "t_min", "seed")} \
     | {("sde", k) for k in ("beta_min", "t_end")} | {("sampling", "seed")}
@@ -189,6 +194,8 @@ def config_from_dict(d: dict[str, Any]) -> Config:
         t_end = build_sde(cfg.sde).t_end
     except ValueError as e:
         raise ConfigError(f"config: sde: {e}") from None
+    if cfg.training.likelihood_weighting and cfg.training.sigma_data is not None:
+        raise ConfigError("config: training.likelihood_weighting and training.sigma_data are two weightings; set one")
     if cfg.training.loss == "dsm" and cfg.training.t_min > t_end:
         raise ConfigError(f"config: training.t_min {cfg.training.t_min:g} is above the sampling end time {t_end:g} "
                           "(the model would never be trained where the samplers end)")
@@ -375,7 +382,9 @@ def build_loss(c: TrainingConfig, sde_name: str):
     if need is not None and sde_name != need:
         raise ConfigError(f"config: training.loss {c.loss} needs sde.name {need}")
     if c.loss == "dsm":
-        return LOSSES[c.loss], {"t_min": c.t_min, "reduce": c.reduce, "likelihood_weighting": c.likelihood_weighting}
+        return LOSSES[c.loss], {"t_min": c.t_min, "reduce": c.reduce, "likelihood_weighting": c.likelihood_weighting,
+                                "t_sampling": c.t_sampling, "p_mean": c.p_mean, "p_std": c.p_std,
+                                "sigma_data": c.sigma_data}
     if c.loss == "classifier":
         return LOSSES[c.loss], {"t_min": c.t_min}
     return LOSSES[c.loss], {"reduce": c.reduce}
