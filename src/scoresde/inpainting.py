@@ -43,10 +43,13 @@ from .parameterization import ScoreModel
 from .samplers.base import SampleResult
 from .samplers.common import make_grid
 from .samplers.registry import grid_samplers, option_default, resolve
+from .twisted import twisted_inpaint
 
 __all__ = ["METHODS", "GRID_SAMPLERS", "inpaint", "dps_direction", "MixtureObservation"]
 
-METHODS = ("replacement", "repaint", "dps", "exact")
+METHODS = ("replacement", "repaint", "dps", "exact", "tds")
+#: method tds's defaults: particles per data row, observation noise sigma_y (data in [-1, 1])
+TDS_PARTICLES, TDS_SIGMA_Y = 16, 0.05
 #: samplers that take an explicit time grid (``SamplerSpec.steps_on_grid``; the adaptive ones choose their own)
 GRID_SAMPLERS = grid_samplers()
 
@@ -58,6 +61,15 @@ def _forward(sde, x: Tensor, t_from: Tensor, t_to: Tensor, z: Tensor) -> Tensor:
     ratio = a_t / a_f
     std = torch.sqrt((s_t**2 - ratio**2 * s_f**2).clamp_min(0))
     return like(ratio, x) * x + like(std, x) * z
+
+
+def _check_tds_base(base: str, options: dict) -> None:
+    """TDS needs its transition's density: the DDPM ancestral step, SEEDS-1 in data form at eta = 1."""
+    if base != "seeds1":
+        raise ValueError(f"method tds proposes with the DDPM ancestral step (SEEDS-1): the sampler must be seeds1, "
+                         f"got {base!r}")
+    if options.get("eta", 1.0) != 1.0 or options.get("form", "data") != "data":
+        raise ValueError("method tds needs seeds1's Gaussian step: eta 1 and form data")
 
 
 def dps_direction(model: ScoreModel, x: Tensor, t: Tensor, known: Tensor, mask: Tensor) -> Tensor:
@@ -113,12 +125,14 @@ class MixtureObservation:
 
 def inpaint(model: ScoreModel, x: Tensor, noise: NoiseSource, *, known: Tensor, mask: Tensor,
             base: str = "seeds1", steps: int = 100, method: str = "replacement", jump: int = 1,
-            resample: int = 1, zeta: float = 1.0, **options: Any) -> SampleResult:
-    """Sample the coordinates where ``mask`` is 0 given ``known`` where it is 1 (replacement, RePaint or DPS).
+            resample: int = 1, zeta: float = 1.0, particles: int | None = None, sigma_y: float | None = None,
+            **options: Any) -> SampleResult:
+    """Sample the coordinates where ``mask`` is 0 given ``known`` where it is 1 (replacement, RePaint, DPS, TDS).
 
     ``x`` is x_T for the whole state (its known coordinates are overwritten), ``mask`` broadcasts against it
     (1 = known), ``base`` a grid sampler of the registry with its ``options``; ``steps`` grid steps;
-    ``zeta`` DPS's step scale zeta'.
+    ``zeta`` DPS's step scale zeta'; ``particles`` (K, default 16) and ``sigma_y`` (default 0.05) TDS's
+    particles per row and observation noise (:mod:`scoresde.twisted`, Wu et al. 2023).
     """
     if method not in METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; expected one of {', '.join(METHODS)}")
@@ -131,6 +145,10 @@ def inpaint(model: ScoreModel, x: Tensor, noise: NoiseSource, *, known: Tensor, 
         raise ValueError("jump and resample apply to method repaint")
     if not float(zeta) >= 0 or not torch.isfinite(torch.tensor(float(zeta))):
         raise ValueError(f"zeta must be a finite number >= 0, got {zeta!r}")
+    if method != "tds" and (particles is not None or sigma_y is not None):
+        raise ValueError("particles and sigma_y apply to method tds")
+    if method == "tds":
+        _check_tds_base(base, options)
     sde = model.sde
     mask = torch.as_tensor(mask, dtype=torch.bool, device=x.device).expand_as(x)
     known = torch.as_tensor(known, dtype=x.dtype, device=x.device).expand_as(x)
@@ -147,6 +165,11 @@ def inpaint(model: ScoreModel, x: Tensor, noise: NoiseSource, *, known: Tensor, 
         return torch.where(mask, noised_known(t), state)
 
     n = len(grid) - 1
+    if method == "tds":
+        return twisted_inpaint(model, x, noise, known=known, mask=mask, grid=grid,
+                               particles=TDS_PARTICLES if particles is None else particles,
+                               sigma_y=TDS_SIGMA_Y if sigma_y is None else sigma_y,
+                               denoise=bool(options.get("denoise", False)))
     if method == "exact":
         if not isinstance(model, ExactScoreModel):
             raise ValueError("method exact needs an exact-score Gaussian mixture model")
