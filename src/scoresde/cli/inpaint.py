@@ -191,7 +191,8 @@ def _method_options(args, prog: str) -> dict:
         raise CLIError(f"{prog}: --jump and --resample apply to --method repaint")
     if args.inpaint_method != "dps" and args.zeta is not None:
         raise CLIError(f"{prog}: --zeta applies to --method dps")
-    if args.inpaint_method != "tds" and (args.particles is not None or args.sigma_y is not None):
+    if args.inpaint_method != "tds" and (getattr(args, "particles", None) is not None
+                                         or getattr(args, "sigma_y", None) is not None):
         raise CLIError(f"{prog}: --particles and --sigma-y apply to --method tds")
     if args.inpaint_method == "tds":
         if (args.sampler or "seeds1") != "seeds1":
