@@ -27,6 +27,21 @@ NFE = the sampler's NFE + steps.
 grad log p_t(x_t | y) = grad log p_t(x_t) + grad log p_t(y | x_t), where p_t(y | x_t) = p(A x_0 = y | x_t) is
 known in closed form for a mixture (:class:`MixtureObservation`) - the reference the other methods are
 measured against, and a check that the guidance machinery is right.
+
+**TDS** (the twisted diffusion sampler, Wu, Trippe, Naesseth, Blei & Cunningham 2023; :mod:`scoresde.twisted`):
+asymptotically exact with any score model, for a noisy observation y = A x_0 + sigma_y n. The conditional of the
+reverse chain is p(x_T) prod_i p(x_{t_{i+1}} | x_{t_i}) N(y; A x_0, sigma_y^2 I) / p(y); K particles per row walk
+it by sequential Monte Carlo. With the twisting functions p~_t(y | x_t) = N(y; A D(x_t, t), (sigma_y^2 + r_t^2) I)
+(r_t^2 = sigma~_t^2 / (1 + sigma~_t^2)), the proposal is the base Gaussian step N(m(x_s), v I) (SEEDS-1 = the
+DDPM ancestral step) with its mean moved to m + v grad log p~_s(y | x_s), and the weights are
+
+    w_T = p~_T(y | x_T),  w_i = p(x_t | x_s) p~_t(y | x_t) / (p~_s(y | x_s) q(x_t | x_s, y)),
+    w_final = N(y; A x_0, sigma_y^2 I) / p~_{t_end}(y | x_{t_end}):
+
+their product telescopes to the target over the proposal, whatever the twists, so the weighted particles are
+exact as K -> infinity (the twists only decide how many particles that takes). Particles are resampled when
+the effective sample size drops below K / 2; one particle per row is returned, drawn by the final weights, with
+the known values written in. NFE: K (steps + 1), every call with its gradient.
 """
 from __future__ import annotations
 
