@@ -128,7 +128,8 @@ def twisted_inpaint(model: ScoreModel, x: Tensor, noise, *, known: Tensor, mask:
     and sample indices seed the particle streams), ``mask`` (1 = known) and ``known`` broadcast against x,
     ``grid`` the float64 times T -> t_end, ``particles`` K per row, ``sigma_y`` the observation noise. The output's
     known coordinates are exactly ``known``; ``info`` holds the mean ESS before each step (``ess_mean``), at the
-    end (``ess_final``) and the mean number of resamplings per row (``resamples``).
+    end (``ess_final``), the mean number of resamplings per row (``resamples``) and, per row, the log of the SMC
+    estimate of p(y) under the chain (``log_evidence``: the running mean weights' product, unbiased in p(y)).
     """
     if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
         raise ValueError(f"particles must be an integer >= 1, got {particles!r}")
