@@ -155,6 +155,21 @@ def test_per_row_seeds_whatever_the_batch():
     assert not torch.equal(other.samples, five.samples)
 
 
+def test_nfe_counts_every_particle():
+    """Counted independently of model.nfe: steps + 1 closed-form denoiser calls, each on all B K particles."""
+    model = s.ExactScoreModel(MIX, s.VESDE())
+    rows_seen = []
+    fn = model.problem.denoised
+
+    def counted(x, *a, **k):
+        rows_seen.append(x.shape[0])
+        return fn(x, *a, **k)
+
+    model.problem.denoised = counted
+    res = sample(model, 3, 0, inpaint, (2,), dtype=F64, known=KNOWN, mask=MASK, method="tds", particles=5, steps=7)
+    assert rows_seen == [15] * 8 and res.nfe == 5 * 8
+
+
 def test_resampling_and_ess_formulas():
     k = 5
     w = torch.tensor([[0.1, 0.2, 0.3, 0.15, 0.25], [1.0, 0.0, 0.0, 0.0, 0.0]], dtype=F64)
