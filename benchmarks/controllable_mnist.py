@@ -88,7 +88,7 @@ def _class_conditional(workdir: Path, clf_dir: Path, scales: list[float], per_cl
         save_image_grid(grid.numpy(), ROOT / "docs" / f"controllable_class_w{w:g}{tag}.png", nrow=10)
 
 
-def _inpainting(workdir: Path, n: int, steps: int, rows: list[str]) -> None:
+def _inpainting(workdir: Path, n: int, steps: int, rows: list[str], tds: tuple[int, ...] = (), tag: str = "") -> None:
     from scoresde.inpainting import inpaint
     from scoresde.metrics.digits import digit_report, load_digit_classifier
     from scoresde.plotting import save_image_grid
@@ -112,7 +112,8 @@ def _inpainting(workdir: Path, n: int, steps: int, rows: list[str]) -> None:
     rows += [f"| originals | - | {ref.accuracy:.3f} | 0 | - |", f"| masked (lower half black) | - | {masked.accuracy:.3f} | "
              f"{float(((to_unit_range(x, cfg.data.scale) * (1 - mask)) ** 2).sum() / ((1 - mask).sum() * n)) ** 0.5:.3f}"
              " | - |"]
-    for method, kw in (("replacement", {}), ("repaint", {"jump": 1, "resample": 5}), ("dps", {"zeta": 1.0})):
+    methods = [("replacement", {}), ("repaint", {"jump": 1, "resample": 5}), ("dps", {"zeta": 1.0})]
+    for method, kw in methods + [("tds", {"particles": k}) for k in tds]:
         t0 = time.perf_counter()
         res = sample(model, n, 0, inpaint, shape, known=x, mask=mask, base="seeds1", steps=steps, method=method,
                      batch_size=n, **kw)
@@ -122,11 +123,12 @@ def _inpainting(workdir: Path, n: int, steps: int, rows: list[str]) -> None:
         err = float((((fill - to_unit_range(x, cfg.data.scale)) * (1 - mask)) ** 2).sum() / ((1 - mask).sum() * n)) ** 0.5
         name = method + (f" j{kw['jump']} r{kw['resample']}" if method == "repaint" else "")
         name += f" zeta' {kw['zeta']:g}" if method == "dps" else ""
+        name += f" K={kw['particles']} (sigma_y 0.05)" if method == "tds" else ""
         row = f"| {name} | {res.nfe} | {rep.accuracy:.3f} | {err:.3f} | {wall:.0f} |"
         print(row, flush=True)
         rows.append(row)
         shown.append(fill[:10])
-    save_image_grid(torch.cat(shown).numpy(), ROOT / "docs" / "controllable_inpainting.png", nrow=10)
+    save_image_grid(torch.cat(shown).numpy(), ROOT / "docs" / f"controllable_inpainting{tag}.png", nrow=10)
 
 
 def _patches(img: np.ndarray, size: int, n: int, g: np.random.Generator) -> torch.Tensor:
@@ -189,6 +191,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--inpaint-num", type=int, default=100)
     p.add_argument("--inpaint-steps", type=int, default=100)
+    p.add_argument("--tds", type=int, nargs="*", default=[], metavar="K",
+                   help="also inpaint with the twisted diffusion sampler, K particles per digit (costs K x 101 NFE)")
     p.add_argument("--quick", action="store_true", help="small settings (a few minutes)")
     p.add_argument("--skip", nargs="*", default=[], choices=["class", "inpaint", "color"])
     p.add_argument("--tag", default="", help="suffix of the result file and pictures (keeps earlier runs)")
@@ -209,7 +213,7 @@ def main() -> int:
         _class_conditional(Path(args.workdir), Path(args.classifier_workdir), args.guidance, args.per_class,
                            args.sampler, args.steps, rows, args.tag)
     if "inpaint" not in args.skip:
-        _inpainting(Path(args.workdir), args.inpaint_num, args.inpaint_steps, rows)
+        _inpainting(Path(args.workdir), args.inpaint_num, args.inpaint_steps, rows, tuple(args.tds), args.tag)
     if "color" not in args.skip:
         _colorization(3000, 64 if not args.quick else 16, 100 if not args.quick else 30, rows)
     rows.append(f"\nTotal wall time {time.perf_counter() - t0:.0f} s.")

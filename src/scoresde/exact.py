@@ -150,11 +150,13 @@ class GaussianMixture:
         out = (r * (1 - a[:, None] * gain)) @ self.means + (r * gain).sum(-1, keepdim=True) * xf
         return out.to(x.dtype).reshape(x.shape)
 
-    def condition(self, values: Tensor, mask: Tensor) -> GaussianMixture:
+    def condition(self, values: Tensor, mask: Tensor, noise_std: float = 0.0) -> GaussianMixture:
         """The law of the coordinates where ``mask`` is 0 given ``values`` where it is 1, in closed form.
 
         Components are isotropic, so the unknown coordinates of component k stay N(mu_kb, s_k^2 I) and only
-        the weights change: w_k' proportional to w_k N(values_a; mu_ka, s_k^2 I).
+        the weights change: w_k' proportional to w_k N(values_a; mu_ka, s_k^2 I). With ``noise_std`` the
+        observation is y = x_a + noise_std n (Bayes with A Sigma_k A^T + sigma_y^2 I): w_k' proportional to
+        w_k N(y; mu_ka, (s_k^2 + noise_std^2) I), the unknown coordinates' components unchanged.
         """
         m = torch.as_tensor(mask, dtype=torch.bool).reshape(-1)
         v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
@@ -164,9 +166,12 @@ class GaussianMixture:
             raise ValueError("the mask must mark some coordinates known and some unknown")
         if bool((self.stds == 0).any()):
             raise ValueError("conditioning needs components of positive std")
+        if not (math.isfinite(float(noise_std)) and float(noise_std) >= 0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
         da = int(m.sum())
+        var = self.stds**2 + float(noise_std) ** 2
         sq = ((v[m][None, :] - self.means[:, m]) ** 2).sum(-1)
-        logw = torch.log(self.weights) - 0.5 * sq / self.stds**2 - da * torch.log(self.stds)
+        logw = torch.log(self.weights) - 0.5 * sq / var - 0.5 * da * torch.log(var)
         return GaussianMixture(torch.softmax(logw, 0), self.means[:, ~m], self.stds)
 
     def sample(self, n: int, generator: torch.Generator | None = None, return_labels: bool = False):

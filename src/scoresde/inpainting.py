@@ -27,6 +27,21 @@ NFE = the sampler's NFE + steps.
 grad log p_t(x_t | y) = grad log p_t(x_t) + grad log p_t(y | x_t), where p_t(y | x_t) = p(A x_0 = y | x_t) is
 known in closed form for a mixture (:class:`MixtureObservation`) - the reference the other methods are
 measured against, and a check that the guidance machinery is right.
+
+**TDS** (the twisted diffusion sampler, Wu, Trippe, Naesseth, Blei & Cunningham 2023; :mod:`scoresde.twisted`):
+asymptotically exact with any score model, for a noisy observation y = A x_0 + sigma_y n. The conditional of the
+reverse chain is p(x_T) prod_i p(x_{t_{i+1}} | x_{t_i}) N(y; A x_0, sigma_y^2 I) / p(y); K particles per row walk
+it by sequential Monte Carlo. With the twisting functions p~_t(y | x_t) = N(y; A D(x_t, t), (sigma_y^2 + r_t^2) I)
+(r_t^2 = sigma~_t^2 / (1 + sigma~_t^2)), the proposal is the base Gaussian step N(m(x_s), v I) (SEEDS-1 = the
+DDPM ancestral step) with its mean moved to m + v grad log p~_s(y | x_s), and the weights are
+
+    w_T = p~_T(y | x_T),  w_i = p(x_t | x_s) p~_t(y | x_t) / (p~_s(y | x_s) q(x_t | x_s, y)),
+    w_final = N(y; A x_0, sigma_y^2 I) / p~_{t_end}(y | x_{t_end}):
+
+their product telescopes to the target over the proposal, whatever the twists, so the weighted particles are
+exact as K -> infinity (the twists only decide how many particles that takes). Particles are resampled when
+the effective sample size drops below K / 2; one particle per row is returned, drawn by the final weights, with
+the known values written in. NFE: K (steps + 1), every call with its gradient.
 """
 from __future__ import annotations
 
@@ -43,10 +58,13 @@ from .parameterization import ScoreModel
 from .samplers.base import SampleResult
 from .samplers.common import make_grid
 from .samplers.registry import grid_samplers, option_default, resolve
+from .twisted import twisted_inpaint
 
 __all__ = ["METHODS", "GRID_SAMPLERS", "inpaint", "dps_direction", "MixtureObservation"]
 
-METHODS = ("replacement", "repaint", "dps", "exact")
+METHODS = ("replacement", "repaint", "dps", "exact", "tds")
+#: method tds's defaults: particles per data row, observation noise sigma_y (data in [-1, 1])
+TDS_PARTICLES, TDS_SIGMA_Y = 16, 0.05
 #: samplers that take an explicit time grid (``SamplerSpec.steps_on_grid``; the adaptive ones choose their own)
 GRID_SAMPLERS = grid_samplers()
 
@@ -58,6 +76,15 @@ def _forward(sde, x: Tensor, t_from: Tensor, t_to: Tensor, z: Tensor) -> Tensor:
     ratio = a_t / a_f
     std = torch.sqrt((s_t**2 - ratio**2 * s_f**2).clamp_min(0))
     return like(ratio, x) * x + like(std, x) * z
+
+
+def _check_tds_base(base: str, options: dict) -> None:
+    """TDS needs its transition's density: the DDPM ancestral step, SEEDS-1 in data form at eta = 1."""
+    if base != "seeds1":
+        raise ValueError(f"method tds proposes with the DDPM ancestral step (SEEDS-1): the sampler must be seeds1, "
+                         f"got {base!r}")
+    if options.get("eta", 1.0) != 1.0 or options.get("form", "data") != "data":
+        raise ValueError("method tds needs seeds1's Gaussian step: eta 1 and form data")
 
 
 def dps_direction(model: ScoreModel, x: Tensor, t: Tensor, known: Tensor, mask: Tensor) -> Tensor:
@@ -113,12 +140,14 @@ class MixtureObservation:
 
 def inpaint(model: ScoreModel, x: Tensor, noise: NoiseSource, *, known: Tensor, mask: Tensor,
             base: str = "seeds1", steps: int = 100, method: str = "replacement", jump: int = 1,
-            resample: int = 1, zeta: float = 1.0, **options: Any) -> SampleResult:
-    """Sample the coordinates where ``mask`` is 0 given ``known`` where it is 1 (replacement, RePaint or DPS).
+            resample: int = 1, zeta: float = 1.0, particles: int | None = None, sigma_y: float | None = None,
+            **options: Any) -> SampleResult:
+    """Sample the coordinates where ``mask`` is 0 given ``known`` where it is 1 (replacement, RePaint, DPS, TDS).
 
     ``x`` is x_T for the whole state (its known coordinates are overwritten), ``mask`` broadcasts against it
     (1 = known), ``base`` a grid sampler of the registry with its ``options``; ``steps`` grid steps;
-    ``zeta`` DPS's step scale zeta'.
+    ``zeta`` DPS's step scale zeta'; ``particles`` (K, default 16) and ``sigma_y`` (default 0.05) TDS's
+    particles per row and observation noise (:mod:`scoresde.twisted`, Wu et al. 2023).
     """
     if method not in METHODS:
         raise ValueError(f"unknown inpainting method {method!r}; expected one of {', '.join(METHODS)}")
@@ -131,6 +160,10 @@ def inpaint(model: ScoreModel, x: Tensor, noise: NoiseSource, *, known: Tensor, 
         raise ValueError("jump and resample apply to method repaint")
     if not float(zeta) >= 0 or not torch.isfinite(torch.tensor(float(zeta))):
         raise ValueError(f"zeta must be a finite number >= 0, got {zeta!r}")
+    if method != "tds" and (particles is not None or sigma_y is not None):
+        raise ValueError("particles and sigma_y apply to method tds")
+    if method == "tds":
+        _check_tds_base(base, options)
     sde = model.sde
     mask = torch.as_tensor(mask, dtype=torch.bool, device=x.device).expand_as(x)
     known = torch.as_tensor(known, dtype=x.dtype, device=x.device).expand_as(x)
@@ -147,6 +180,11 @@ def inpaint(model: ScoreModel, x: Tensor, noise: NoiseSource, *, known: Tensor, 
         return torch.where(mask, noised_known(t), state)
 
     n = len(grid) - 1
+    if method == "tds":
+        return twisted_inpaint(model, x, noise, known=known, mask=mask, grid=grid,
+                               particles=TDS_PARTICLES if particles is None else particles,
+                               sigma_y=TDS_SIGMA_Y if sigma_y is None else sigma_y,
+                               denoise=bool(options.get("denoise", False)))
     if method == "exact":
         if not isinstance(model, ExactScoreModel):
             raise ValueError("method exact needs an exact-score Gaussian mixture model")

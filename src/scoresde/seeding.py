@@ -8,13 +8,16 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["derive_seed", "sample_seed", "SAMPLE_NOISE", "BROWNIAN", "HUTCHINSON_PROBES", "DEQUANTISATION",
-           "TRAIN_INIT", "TRAIN_PERMUTATION", "TRAIN_LOSS", "TRAIN_DROPOUT", "PEER_NOISE", "PEER_NOISE_ALT"]
+           "TDS_PARTICLES", "TDS_RESAMPLING", "TRAIN_INIT", "TRAIN_PERMUTATION", "TRAIN_LOSS", "TRAIN_DROPOUT",
+           "PEER_NOISE", "PEER_NOISE_ALT"]
 
 # ---- per-sample streams: sample_seed(S, i, stream) ----------------------------------------------------
 #: the prior draw x_T and the noise of the fixed-step samplers (NoiseSource)
 SAMPLE_NOISE = 0
 #: the Brownian path of the adaptive solvers (SampleStreams side stream)
 BROWNIAN = 1
+#: the twisted diffusion sampler (inpainting): its K particles' noise, and its resampling uniforms
+TDS_PARTICLES, TDS_RESAMPLING = 2, 3
 
 # ---- per-run purposes: derive_seed(S, purpose, ...) -------------------------------------------------
 #: Hutchinson probes of the likelihood (then per point: sample_seed(probe seed, i))

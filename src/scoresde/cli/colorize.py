@@ -39,7 +39,7 @@ def register(sub) -> None:
                      help="allow full unpickling of the checkpoint (only for files you trust)")
     src.add_argument("--images", required=True, metavar="X.npy|DIR", help=IMAGES_HELP + "; grey or RGB")
     run = p.add_argument_group("run")
-    run.add_argument("--method", dest="inpaint_method", choices=[m for m in METHODS if m != "exact"],
+    run.add_argument("--method", dest="inpaint_method", choices=[m for m in METHODS if m not in ("exact", "tds")],
                      default="replacement", help="replacement (default), RePaint resampling or DPS")
     run.add_argument("--jump", type=positive(int), help="[repaint] steps per resampled block (default 1)")
     run.add_argument("--resample", type=positive(int), help="[repaint] passes over each block (default 5)")

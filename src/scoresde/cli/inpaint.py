@@ -29,6 +29,8 @@ examples:
   scoresde inpaint --problem gmm8 --sde vp --data points.npy --mask mask.npy --out out/filled.npz
   scoresde inpaint --problem mixture.json --sde ve --data points.npy --mask mask.npy --method repaint \\
       --jump 10 --resample 10 --sampler seeds2 --steps 50 --out out/repaint.npz
+  scoresde inpaint --problem mixture.json --data points.npy --mask mask.npy --method tds --particles 16 \\
+      --sigma-y 0.05 --out out/tds.npz
 
 With --workdir: --images X.npy|DIR (values in [0, 1], the model's size) and --mask M.npy (1 = known pixel) or a
 region to fill: lower-half, upper-half, left-half, right-half, box:TOP,LEFT,HEIGHT,WIDTH. The .npz holds
@@ -40,7 +42,10 @@ replacement: the known part is replaced by the data noised to the level the unkn
 after every step (not one step behind, as score_sde_pytorch does); repaint: RePaint resampling (Lugmayr
 et al. 2022), each block of --jump steps walked down --resample times; dps: diffusion posterior sampling
 (Chung et al. 2023), a step of -zeta'/||y - A D(x)|| grad ||y - A D(x)||^2 after each sampler step (one more
-NFE per step); exact: the closed-form conditional score of a mixture (the reference).
+NFE per step); exact: the closed-form conditional score of a mixture (the reference); tds: the twisted
+diffusion sampler (Wu et al. 2023), sequential Monte Carlo with --particles K per row (default 16) for the
+observation y = known + sigma_y n (--sigma-y, default 0.05), asymptotically exact as K grows with any score
+model; it steps with seeds1 (the DDPM ancestral step) and costs K (steps + 1) NFE per row.
 """
 
 
@@ -78,11 +83,14 @@ def register(sub) -> None:
     src.add_argument("--batch-size", type=positive(int), default=64, help="[--workdir] images per batch (default 64)")
     run = p.add_argument_group("run")
     run.add_argument("--method", dest="inpaint_method", choices=list(METHODS), default="replacement",
-                     help="replacement (default), RePaint resampling, DPS posterior guidance, or exact guidance "
-                          "(exact-score mixtures only)")
+                     help="replacement (default), RePaint resampling, DPS posterior guidance, exact guidance "
+                          "(exact-score mixtures only), or the twisted diffusion sampler tds (K particles)")
     run.add_argument("--jump", type=positive(int), help="[repaint] steps per resampled block (default 1)")
     run.add_argument("--resample", type=positive(int), help="[repaint] passes over each block (default 5)")
     run.add_argument("--zeta", type=nonneg_float, help="[dps] step scale zeta' of DPS (default 1, the paper's)")
+    run.add_argument("--particles", type=positive(int), help="[tds] particles per data row, K (default 16)")
+    run.add_argument("--sigma-y", type=positive(float), help="[tds] observation noise sigma_y of the known values "
+                                                             "(default 0.05, for data in [-1, 1])")
     run.add_argument("--seed", type=seed, default=0, help="run seed; row i uses the per-sample seed (seed, i)")
     run.add_argument("--out", required=True, metavar="FILE.npz", help="output .npz")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (accepted for symmetry)")
@@ -183,6 +191,19 @@ def _method_options(args, prog: str) -> dict:
         raise CLIError(f"{prog}: --jump and --resample apply to --method repaint")
     if args.inpaint_method != "dps" and args.zeta is not None:
         raise CLIError(f"{prog}: --zeta applies to --method dps")
+    if args.inpaint_method != "tds" and (getattr(args, "particles", None) is not None
+                                         or getattr(args, "sigma_y", None) is not None):
+        raise CLIError(f"{prog}: --particles and --sigma-y apply to --method tds")
+    if args.inpaint_method == "tds":
+        if (args.sampler or "seeds1") != "seeds1":
+            raise CLIError(f"{prog}: --method tds proposes with the DDPM ancestral step: --sampler must be seeds1 "
+                           f"(the default), got {args.sampler}")
+        if getattr(args, "eta", None) not in (None, 1.0) or getattr(args, "form", None) not in (None, "data"):
+            raise CLIError(f"{prog}: --method tds needs seeds1's Gaussian step (--eta 1, --form data)")
+        from ..inpainting import TDS_PARTICLES, TDS_SIGMA_Y
+
+        return {"particles": args.particles or TDS_PARTICLES,
+                "sigma_y": TDS_SIGMA_Y if args.sigma_y is None else args.sigma_y}
     return {"repaint": {"jump": args.jump or 1, "resample": args.resample or 5},
             "dps": {"zeta": 1.0 if args.zeta is None else args.zeta}}.get(args.inpaint_method, {})
 
