@@ -70,3 +70,51 @@ def test_discrete_losses_need_a_discrete_form(loss):
     x0 = PROB.sample(4)
     with pytest.raises(TypeError, match="discrete form"):
         loss(model, x0, *draw(x0, torch.Generator().manual_seed(0)))
+
+
+class _Recorder(s.ScoreModel):
+    """A model whose eps prediction is a fixed function of (x, t); it records the times it was asked about."""
+
+    def __init__(self, sde):
+        super().__init__(sde, "eps")
+        self.times = None
+
+    def predict(self, x, t):
+        self.times = t
+        return 0.3 * x + t.view(-1, 1)
+
+
+@pytest.mark.parametrize("sde", [s.VPSDE(), s.VESDE(sigma_min=0.01, sigma_max=50.0), s.SubVPSDE()],
+                         ids=["vp", "ve", "subvp"])
+def test_lognormal_time_sampling_hits_the_requested_noise_levels(sde):
+    """u = Phi(z) gives t with sigma~(t) = exp(p_mean + p_std z) inside the SDE's range, t_min / T outside it."""
+    z = torch.tensor([-9.0, -1.0, 0.0, 0.5, 1.5, 7.0], dtype=F64)
+    u = 0.5 * (1 + torch.erf(z / 2**0.5))
+    model = _Recorder(sde)
+    x0 = torch.zeros(len(z), 2, dtype=F64)
+    dsm_loss(model, x0, u, torch.zeros_like(x0), t_sampling="lognormal", p_mean=-0.4, p_std=1.3, t_min=1e-3)
+    t = model.times
+    want = torch.exp(-0.4 + 1.3 * z)
+    lo, hi = sde.sigma_tilde(torch.tensor(1e-3, dtype=F64)), sde.sigma_tilde(torch.tensor(sde.T, dtype=F64))
+    inside = (want > lo) & (want < hi)
+    assert inside[1:5].all() and not inside[0] and not inside[-1]
+    torch.testing.assert_close(sde.sigma_tilde(t[inside]), want[inside], rtol=1e-9, atol=0)
+    assert t[0] == 1e-3 and t[-1] == sde.T
+
+
+def test_sigma_data_weighting_is_edms_weighting_of_the_denoiser_error():
+    """sum over the batch of lambda(sigma~) ||D(x_t) - x0||^2 / d, lambda = (sigma~^2 + sd^2) / (sigma~ sd)^2 (EDM eq. 8)."""
+    sde, sd = s.VPSDE(), 0.5
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(7, 3, generator=g, dtype=F64)
+    u, noise = draw(x0, g)
+    model = _Recorder(sde)
+    got = dsm_loss(model, x0, u, noise, sigma_data=sd, t_min=1e-3)
+    t = model.times
+    xt = sde.marginal_sample(x0, t, noise)
+    alpha, sigma = sde.marginal(t)
+    d_hat = (xt - sigma[:, None] * model.eps(xt, t)) / alpha[:, None]
+    st = sigma / alpha
+    lam = (st**2 + sd**2) / (st * sd) ** 2
+    want = (lam * ((d_hat - x0) ** 2).mean(-1)).mean()
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
