@@ -21,6 +21,16 @@ def test_list_and_bad_number(capsys):
     assert "no lesson 99" in err and len(err.strip().splitlines()) == 1
 
 
+def test_workdir_option_errors_are_one_line(tmp_path, capsys):
+    assert main(["lesson", "1", "--quick", "--out", str(tmp_path / "o"), "--workdir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "scoresde lesson: lesson 1 takes no --workdir"
+    assert main(["lesson", "5", "--quick", "--out", str(tmp_path / "o"), "--workdir", str(tmp_path / "none")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["lesson", "5", "--quick", "--out", str(tmp_path / "o"), "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
 def test_out_is_a_file(tmp_path, capsys):
     f = tmp_path / "f"
     f.write_text("")

@@ -56,6 +56,8 @@ MNIST_RUNS = {
 
 
 def run(out: Path, quick: bool = False, seed: int = 0, workdir: str | Path | None = None) -> dict:
+    if workdir is not None:
+        mnist_model(out, quick, workdir)  # a folder without a model fails here, before the mixture half runs
     gmm = _mixture_half(out, quick, seed)
     return {**gmm, "mnist": mnist_half(out, quick, seed, workdir)}
 
