@@ -201,3 +201,18 @@ def test_fir_up_then_down_recovers_smooth_images():
     smooth = (torch.sin(2 * math.pi * i / 32)[:, None] * torch.cos(2 * math.pi * i / 32)[None, :])[None, None]
     err = (downsample_2d(upsample_2d(smooth)) - smooth)[..., 2:-2, 2:-2].abs().max()
     assert err < 0.03  # O(h^2) for a smooth image
+
+
+def test_mlp_fourier_features_are_the_formula_and_fixed():
+    """MLP(fourier_features=m): input [x, sin(2 pi x B), cos(2 pi x B)], B ~ N(0, scale^2) fixed by fourier_seed."""
+    from scoresde.nets import MLP
+
+    plain = MLP(2, width=8, depth=1)
+    ff = MLP(2, width=8, depth=1, fourier_features=5, fourier_scale=0.3)
+    assert set(plain.state_dict()) == set(ff.state_dict()) - {"x_freqs"}  # m = 0: the old parameters, old checkpoints
+    b = torch.randn(2, 5, generator=torch.Generator().manual_seed(0)) * 0.3
+    assert torch.equal(ff.x_freqs, b) and torch.equal(MLP(2, 8, 1, fourier_features=5, fourier_scale=0.3).x_freqs, b)
+    x = torch.randn(7, 2, dtype=torch.float64)
+    a = 2 * math.pi * x @ b.double()
+    torch.testing.assert_close(ff.double().features(x), torch.cat([x, a.sin(), a.cos()], -1))
+    assert ff.inp.in_features == 12 and ff(x, torch.zeros(7)).shape == (7, 2)

@@ -14,6 +14,7 @@ examples:
   scoresde lesson --list
   scoresde lesson 1                      # figures in lessons_out/01_langevin
   scoresde lesson 2 --quick --out /tmp/l2
+  scoresde lesson 5 --workdir runs/mnist   # lesson 5's MNIST half on your own model
 
 Each lesson writes its figures (PNG) into --out and prints what it measured. --quick runs a reduced
 version (fewer samples, shorter training) in seconds; the pages docs/lessons/NN_name.md show the full runs.
@@ -31,6 +32,8 @@ def register(sub) -> None:
     s.add_argument("--quick", action="store_true", help="a reduced run (seconds; what the tests run)")
     s.add_argument("--out", metavar="DIR", help="folder for the figures (default lessons_out/NN_name)")
     s.add_argument("--seed", type=seed, default=0, help="run seed (default 0)")
+    s.add_argument("--workdir", metavar="W", help="lesson 5: the trained MNIST model to sample (default: lesson 4's "
+                   "VP-continuous model beside --out if there is one, else the lesson trains a small one)")
     s.set_defaults(func=cmd_lesson)
 
 
@@ -57,5 +60,17 @@ def cmd_lesson(args) -> int:
         return 0
     out = _out_dir(args.out or os.path.join("lessons_out", lesson.name), prog)
     print(f"lesson {lesson.number}: {lesson.title}{' (quick)' if args.quick else ''}")
-    lessons.run(lesson.number, out, quick=args.quick, seed=args.seed)
+    from ..checkpoint import CheckpointError
+
+    options = {"workdir": args.workdir} if args.workdir is not None else {}
+    if args.workdir is not None and not os.path.isdir(args.workdir):
+        raise CLIError(f"{prog}: --workdir {args.workdir} is not a directory")
+    try:
+        lessons.run(lesson.number, out, quick=args.quick, seed=args.seed, **options)
+    except TypeError as e:
+        if "takes no" not in str(e):
+            raise
+        raise CLIError(f"{prog}: {e}") from None
+    except CheckpointError as e:
+        raise CLIError(f"{prog}: {e}") from None
     return 0

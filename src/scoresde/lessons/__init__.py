@@ -8,6 +8,7 @@ the folder ``out``, prints what it measured and returns the measured numbers (th
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import time
 from dataclasses import dataclass
@@ -54,13 +55,21 @@ def find(number: int) -> Lesson:
     raise KeyError(f"no lesson {number}; there are lessons {', '.join(str(x.number) for x in available())}")
 
 
-def run(number: int, out: str | Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run lesson ``number``, writing its figures into ``out``; returns what it measured (plus ``seconds``)."""
+def run(number: int, out: str | Path, quick: bool = False, seed: int = 0, **options: Any) -> dict[str, Any]:
+    """Run lesson ``number``, writing its figures into ``out``; returns what it measured (plus ``seconds``).
+
+    ``options`` are the lesson's own keyword arguments (lesson 5: ``workdir``); TypeError for one it does not take.
+    """
     lesson = find(number)
+    module = lesson.module()
+    accepted = inspect.signature(module.run).parameters
+    for key in options:
+        if key not in accepted:
+            raise TypeError(f"lesson {number} takes no --{key.replace('_', '-')}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = lesson.module().run(out, quick=quick, seed=seed)
+    result = module.run(out, quick=quick, seed=seed, **options)
     result["seconds"] = time.perf_counter() - start
     print(f"lesson {number} done in {result['seconds']:.1f} s; figures in {out}")
     return result
