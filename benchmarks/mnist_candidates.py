@@ -117,6 +117,8 @@ def main() -> int:
         rows = [json.loads(f.read_text().strip().splitlines()[-1]) for f in a.collect]
         names = list(dict.fromkeys(r["name"] for r in rows))
         ips = {n: float("nan") for n in names} | {k: float(v) for k, v in (t.rsplit("=", 1) for t in a.throughput)}
+        if a.base_steps:
+            a.budget_s = a.base_steps * load_config(CONFIG, CANDIDATES[names[0]]).training.batch_size / ips[names[0]]
         return write_table(a, rows, names, ips)
     names = a.only or list(CANDIDATES)
     ips = {n: 0.0 for n in names}
