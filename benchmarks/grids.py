@@ -197,6 +197,8 @@ def choose(store: dict, sampler: str) -> tuple[str, float | None, float]:
     etas = [None] if eta0 is None else [e for e in store["etas"] if (e > 0) == (eta0 > 0)]
     cands = [(score(store, sampler, e, g), (g, e) != (grid0, eta0), g, e) for e in etas for g in store["grids"]]
     cands = [c for c in cands if math.isfinite(c[0])]
+    if not cands:
+        return grid0, eta0, math.nan
     sc, _, g, e = min(cands)
     return g, e, sc
 
@@ -221,7 +223,7 @@ def report(store: dict, out_md: Path, out_png: Path | None) -> None:
     rows, alias_of = table_rows(store)
     L = ["# Grids and eta of the fixed-step samplers: NFE to the arena's target", "",
          f"Command: `{store['command']}` - {store['machine']}, 1 torch thread, torch {store['torch']}; "
-         f"wall {store['wall']:.0f} s, {store['cpu']:.0f} s of CPU in the sweeps"
+         f"wall {store.get('wall', math.nan):.0f} s, {store['cpu']:.0f} s of CPU in the sweeps"
          f"{' (' + store['load'] + ')' if store.get('load') else ''}.", "",
          "NFE per sample from which the arena's target holds at two consecutive budgets of its ladder (the arena's "
          "problems, judges, sample counts and noise streams, benchmarks/arena), per seed; a cell is the mean over "
@@ -301,7 +303,7 @@ def plot(store: dict, out: Path, rows, alias_of) -> None:
                 if not v:
                     continue
                 xs = [x for x in v.values() if math.isfinite(x)]
-                lbl = g if i == 0 else None
+                lbl = None
                 if not xs:
                     ax.scatter(i + dx, cap * 1.5, marker="x", color=colors[g], s=30, label=lbl)
                     continue
@@ -312,13 +314,21 @@ def plot(store: dict, out: Path, rows, alias_of) -> None:
                 if is_default(store, s, e, g):
                     ax.scatter(i + dx, m, s=160, facecolors="none", edgecolors="black", linewidths=1.2)
         ax.axhline(cap * 1.5, color="grey", lw=0.6, ls=":")
+        for i in range(1, len(uniq)):
+            ax.axvline(i - 0.5, color="grey", lw=0.4, alpha=0.4)
         ax.text(len(uniq) - 0.5, cap * 1.5, "not reached (x)", ha="right", va="bottom", fontsize=8, color="grey")
         ax.set_yscale("log")
         ax.set_ylabel("NFE to target")
-        ax.set_title(f"{p}: NFE per sample to the arena's target (mean over seeds, bars: range; "
-                     "hollow: some seeds missed; ring: today's default)", fontsize=9)
+        ax.set_title(f"{p}: NFE per sample to the arena's target (mean over seeds, bars: range over seeds; "
+                     "hollow: some seeds missed)", fontsize=9, loc="left")
         ax.grid(axis="y", alpha=0.3, which="both")
-    axes[0, 0].legend(title="grid", ncol=len(G), fontsize=8, loc="upper left")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=marks[g], color=colors[g], ls="", label=g) for g in G]
+    handles.append(Line2D([], [], marker="x", color="grey", ls="", label="not reached within the cap"))
+    handles.append(Line2D([], [], marker="o", mfc="none", mec="black", ms=11, ls="", label="today's default"))
+    axes[0, 0].legend(handles=handles, ncol=len(handles), fontsize=8, loc="lower left",
+                      bbox_to_anchor=(0, 1.12), frameon=False)
     names = ["\n= ".join([label(s, e)] + alias_of.get((s, e), [])) for s, e in uniq]
     axes[-1, 0].set_xticks(range(len(uniq)), names, rotation=60, ha="right", fontsize=8)
     fig.tight_layout()
