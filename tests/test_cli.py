@@ -133,7 +133,7 @@ def test_train_then_sample_workdir(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,fn,kw,nfe", [
-    (["--sampler", "seeds3", "--steps", "6"], "seeds_3", {"steps": 6, "eta": 1.0}, 18),
+    (["--sampler", "seeds3", "--steps", "6"], "seeds_3", {"steps": 6}, 18),
     (["--sampler", "seeds1", "--steps", "8", "--eta", "0.5", "--grid", "time", "--denoise"], "seeds_1",
      {"steps": 8, "eta": 0.5, "grid": "time", "denoise": True}, 9),
     (["--sampler", "etd2", "--steps", "5", "--form", "noise"], "etd_erk_2", {"steps": 5, "prediction": "noise"},
