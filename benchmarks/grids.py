@@ -283,6 +283,8 @@ def report(store: dict, out_md: Path, out_png: Path | None) -> None:
 
         L.append(f"| {s} | {ge(g0, e0)}: {score(store, s, e0, g0):.1f} | {ge(bg, be)}: {bs:.1f} | "
                  f"{'**' + ge(g, e) + '**' if (g, e) != (g0, e0) else 'unchanged'} |")
+    L += ["", "The registry takes these choices except for seeds1, which keeps eta 1: at eta 1 SEEDS-1 is the DDPM "
+          "ancestral step that inpainting (replacement, RePaint) and TDS rely on (scoresde/samplers/registry.py)."]
     # per problem
     for p in P:
         L += ["", f"## {p}", "", f"{store['titles'][p]}. Target: {store['targets'][p]}.", "",
