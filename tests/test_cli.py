@@ -133,14 +133,14 @@ def test_train_then_sample_workdir(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,fn,kw,nfe", [
-    (["--sampler", "seeds3", "--steps", "6"], "seeds", {"order": 3, "steps": 6, "eta": 1.0}, 18),
-    (["--sampler", "seeds1", "--steps", "8", "--eta", "0.5", "--grid", "time", "--denoise"], "seeds",
-     {"order": 1, "steps": 8, "eta": 0.5, "grid": "time", "denoise": True}, 9),
-    (["--sampler", "etd2", "--steps", "5", "--form", "noise"], "etd_erk", {"order": 2, "steps": 5, "prediction": "noise"},
+    (["--sampler", "seeds3", "--steps", "6"], "seeds_3", {"steps": 6}, 18),
+    (["--sampler", "seeds1", "--steps", "8", "--eta", "0.5", "--grid", "time", "--denoise"], "seeds_1",
+     {"steps": 8, "eta": 0.5, "grid": "time", "denoise": True}, 9),
+    (["--sampler", "etd2", "--steps", "5", "--form", "noise"], "etd_erk_2", {"steps": 5, "prediction": "noise"},
      10),
     (["--sampler", "dpmpp2m", "--steps", "7"], "dpmpp_2m", {"steps": 7}, 7),
     (["--sampler", "ddim", "--steps", "7", "--eta", "1"], "ddim", {"steps": 7, "eta": 1.0}, 7),
-    (["--sampler", "edm", "--steps", "5", "--s-churn", "10"], "edm_heun", {"steps": 5, "S_churn": 10.0, "grid": "edm"},
+    (["--sampler", "edm", "--steps", "5", "--s-churn", "10"], "edm_heun", {"steps": 5, "S_churn": 10.0},
      None),
     (["--sampler", "ggf", "--rtol", "0.1", "--noise-mode", "fresh"], "ggf_sample",
      {"rtol": 0.1, "noise_mode": "fresh"}, None),

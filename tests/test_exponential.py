@@ -44,7 +44,7 @@ def test_etd_erk_order(sde_name, method, prediction):
     asymptote late (error cancellation below 32 steps), hence the fit over the finest grids."""
     model, x, exact = flow_problem(SDES[sde_name]())
     ns = [64, 128, 256]
-    errs = errors(lambda n: method(model, x, steps=n, prediction=prediction), exact, ns)
+    errs = errors(lambda n: method(model, x, steps=n, grid="logsnr", prediction=prediction), exact, ns)
     assert abs(-slope(ns, errs) - method.order_deterministic) < 0.3, errs
 
 
@@ -56,7 +56,7 @@ def test_chosen_tableau_reaches_its_declared_order(tab, prediction):
     (measured 2.97-3.03 for r1 = 0.2; 1.99-2.01 for r2 = 0.5; 1.9-2.1 for the order-2 ones)."""
     model, x, exact = flow_problem(s.VPSDE())
     ns = [64, 128, 256]
-    errs = errors(lambda n: etd_erk(model, x, steps=n, prediction=prediction, tableau=tab), exact, ns)
+    errs = errors(lambda n: etd_erk(model, x, steps=n, grid="logsnr", prediction=prediction, tableau=tab), exact, ns)
     assert abs(-slope(ns, errs) - tab.order_deterministic) < 0.3, errs
 
 
@@ -65,7 +65,7 @@ def test_dpmpp_2m_order_two(sde_name):
     """DPM-Solver++(2M) (one NFE a step, order-1 first step): fitted order 2 (measured 1.9-2.0)."""
     model, x, exact = flow_problem(SDES[sde_name]())
     ns = [64, 128, 256]
-    errs = errors(lambda n: dpmpp_2m(model, x, steps=n), exact, ns)
+    errs = errors(lambda n: dpmpp_2m(model, x, steps=n, grid="logsnr"), exact, ns)
     assert abs(-slope(ns, errs) - dpmpp_2m.order_deterministic) < 0.25, errs
 
 
@@ -84,9 +84,9 @@ def test_order_one_forms_agree_and_equal_ddim(sde_name):
     """ETD-ERK-1 in data form, in noise form and DDIM(eta=0) are the same map (Lu et al. 2022b, eq. 10)."""
     model = s.ExactScoreModel(s.load_problem("gmm8"), SDES[sde_name]())
     x = torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(0)) * float(model.sde.prior_std)
-    a = etd_erk(model, x, order=1, steps=9).samples
-    b = etd_erk(model, x, order=1, steps=9, prediction="noise").samples
-    c = ddim(model, x, steps=9, eta=0.0).samples
+    a = etd_erk(model, x, order=1, steps=9, grid="logsnr").samples
+    b = etd_erk(model, x, order=1, steps=9, grid="logsnr", prediction="noise").samples
+    c = ddim(model, x, steps=9, grid="logsnr", eta=0.0).samples
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
 

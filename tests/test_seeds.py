@@ -47,8 +47,8 @@ def test_seeds_at_eta_zero_is_etd_erk(sde_name, order, prediction, variant):
     """SEEDS-k at eta = 0 (written in the eta-generalised stage form) equals ETD-ERK-k (written in DPM-Solver form)."""
     model = s.ExactScoreModel(s.load_problem("gmm8"), SDES[sde_name]())
     x, _ = _prior(model, 6, 0)
-    a = seeds(model, x, None, order=order, steps=6, eta=0.0, prediction=prediction, variant=variant).samples
-    b = etd_erk(model, x, order=order, steps=6, prediction=prediction, variant=variant).samples
+    a = seeds(model, x, None, order=order, steps=6, grid="logsnr", eta=0.0, prediction=prediction, variant=variant).samples
+    b = etd_erk(model, x, order=order, steps=6, grid="logsnr", prediction=prediction, variant=variant).samples
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
@@ -241,3 +241,40 @@ def test_tableau_options_are_validated():
         exponential_tableau(3, r1=0.4, r2=0.4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         TABLEAUX["exp3"].c = (0.5,)
+
+
+@pytest.mark.parametrize("k,fixed", [(1, s.samplers.seeds_1), (2, s.samplers.seeds_2), (3, s.samplers.seeds_3),
+                                     (1, s.samplers.etd_erk_1), (2, s.samplers.etd_erk_2)])
+def test_fixed_order_wrappers_carry_the_measured_defaults(k, fixed):
+    """seeds_k / etd_erk_k run their order with the grid and eta measured best for it (benchmarks/grids.py): the same
+    samples as the generic function given those options, and the registry reads the same defaults."""
+    import inspect
+
+    from scoresde.samplers.exponential import MEASURED_DEFAULTS as ETD
+    from scoresde.samplers.registry import option_default
+    from scoresde.samplers.seeds import MEASURED_DEFAULTS as SEEDS
+
+    is_seeds = fixed.__name__.startswith("seeds")
+    base, measured, name = (seeds, SEEDS[k], f"seeds{k}") if is_seeds else (etd_erk, ETD[k], f"etd{k}")
+    model = s.ExactScoreModel(s.load_problem("gmm8"), s.VPSDE())
+    x, n1 = _prior(model, 6, 4)
+    _, n2 = _prior(model, 6, 4)
+    a = fixed(model, x, n1, steps=5).samples
+    b = base(model, x, n2, order=k, steps=5, **measured).samples
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    params = inspect.signature(fixed).parameters
+    assert "order" not in params
+    for opt in ("grid", "eta") if is_seeds else ("grid",):
+        expected = measured.get(opt, inspect.signature(base).parameters[opt].default)
+        assert params[opt].default == expected == option_default(name, opt)
+
+
+def test_measured_defaults_of_the_same_map_agree():
+    """DDIM at its default eta 0 is ETD-ERK-1: their default grids agree, so the two names give the same samples."""
+    from scoresde.samplers.registry import option_default
+
+    assert option_default("ddim", "eta") == 0.0 and option_default("ddim", "grid") == option_default("etd1", "grid")
+    model = s.ExactScoreModel(s.load_problem("gmm8"), s.VPSDE())
+    x, _ = _prior(model, 6, 1)
+    torch.testing.assert_close(ddim(model, x, steps=7).samples, s.samplers.etd_erk_1(model, x, steps=7).samples,
+                               rtol=1e-12, atol=1e-12)

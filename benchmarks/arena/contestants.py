@@ -52,7 +52,7 @@ NO_DENOISE = {"denoise": False}
 #: PC ends on its last noisy state too (not score_sde_pytorch's noise-free last mean)
 PC_END = {"final_mean": False, **NO_DENOISE}
 
-#: the grid of the multistep entries (ms2 / ms3's default, chosen by benchmarks/multistep_grids.py)
+#: the grid of the multistep entries (ms2 / ms3's default, chosen by benchmarks/grids.py, results/grids.md)
 MS_GRID = "logsnr"
 MS_WEIGHT = {2: ", phi1 weight", 3: ", full I_2 weight"}
 

@@ -4,7 +4,9 @@ of :mod:`.base` (no autograd, callback keys, progress bar, ``denoise`` as one co
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -71,15 +73,27 @@ def declare_orders(deterministic: int, weak: int | None = None):
 
 
 def fixed_order(sampler: Callable[..., SampleResult], order: int, name: str, doc: str, deterministic: int,
-                weak: int | None = None) -> Callable[..., SampleResult]:
-    """``sampler`` with ``order`` fixed (seeds_2, etd_erk_3, ...), named, documented, carrying its declared orders."""
+                weak: int | None = None, defaults: Mapping[str, Any] | None = None) -> Callable[..., SampleResult]:
+    """``sampler`` with ``order`` fixed (seeds_2, etd_erk_3, ...), named, documented, carrying its declared orders.
+
+    ``defaults`` replace the sampler's own defaults for this order (e.g. the grid measured best for it); the
+    wrapper's signature shows them, so ``inspect.signature`` (and the sampler registry) reads the effective ones.
+    """
+    defaults = dict(defaults or {})
+    sig = inspect.signature(sampler)
+    unknown = set(defaults) - set(sig.parameters)
+    if unknown:
+        raise TypeError(f"{sampler.__name__} has no parameter {sorted(unknown)[0]}")
 
     @declare_orders(deterministic, weak)
     def fixed(model: ScoreModel, x: Tensor, noise: NoiseSource | None = None, **kw) -> SampleResult:
-        return sampler(model, x, noise, order=order, **kw)
+        return sampler(model, x, noise, order=order, **{**defaults, **kw})
 
     fixed.__name__ = fixed.__qualname__ = name
     fixed.__doc__ = doc
+    fixed.__signature__ = sig.replace(parameters=[
+        p.replace(default=defaults[p.name]) if p.name in defaults else p
+        for p in sig.parameters.values() if p.name != "order"])
     return fixed
 
 
