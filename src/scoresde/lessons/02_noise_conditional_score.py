@@ -82,7 +82,7 @@ def run(out: Path, quick: bool = False, seed: int = 0) -> dict:
     problem = ring()
     g = torch.Generator().manual_seed(seed)
     data = problem.sample(20000, generator=g).float()
-    iters, n, width = (600, 400, 64) if quick else (4000, 5000, 128)
+    iters, n, width = (600, 400, 64) if quick else (4000, 2000, 128)
 
     ve = s.VESDE(sigma_min=0.01, sigma_max=3.0)   # sigma_max ~ the largest distance between two data points
     vp = s.VPSDE()
@@ -111,7 +111,7 @@ def run(out: Path, quick: bool = False, seed: int = 0) -> dict:
     # sampling with the learned (EMA) scores, against the same samplers on the exact score
     levels, per_level = (30, 10) if quick else (200, 10)
     grid = torch.cat([torch.linspace(1, 0, levels, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
-    steps = 60 if quick else 1000
+    steps = 60 if quick else 500
     runs = {"VE annealed Langevin": ("VE", dict(sampler=pc_sample, grid=grid, predictor=None, corrector=annealed_langevin,
                                                 n_corrector=per_level, snr=0.3)),
             "VE PC (reverse diffusion + Langevin)": ("VE", dict(sampler=pc_sample, steps=steps,
