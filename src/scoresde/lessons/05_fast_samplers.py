@@ -40,7 +40,7 @@ RUNS = {
     "PC (RD + Langevin)": [("pc", {"steps": k}) for k in (10, 50, 250)],
     "ODE dopri5": [("ode", {"rtol": r, "atol": r, "denoise": True}) for r in (1e-2, 1e-3, 1e-5)],
     "GGF (adaptive SDE)": [("ggf", {"rtol": r, "denoise": True}) for r in (0.2, 0.05, 0.01)],
-    "SEEDS-2": [("seeds2", {"steps": k, "denoise": True}) for k in (5, 15, 50)],
+    "SEEDS-2": [("seeds2", {"steps": k, "grid": "logsnr", "eta": 1.0, "denoise": True}) for k in (5, 15, 50)],
     "DPM-Solver++(2M)": [("dpmpp2m", {"steps": k, "denoise": True}) for k in (5, 15, 50)],
     "adaptive exponential": [("adaptive", {"rtol": r, "denoise": True}) for r in (0.2, 0.05, 0.01)],
 }
@@ -49,7 +49,7 @@ RUNS = {
 MNIST_RUNS = {
     "Euler-Maruyama": [("pc", {"predictor": "euler_maruyama", "corrector": "none", "steps": k}, k) for k in (20, 50, 100)],
     "PC (RD + Langevin)": [("pc", {"steps": k}, 2 * k) for k in (10, 25, 50)],
-    "SEEDS-2": [("seeds2", {"steps": k, "denoise": True}, 2 * k + 1) for k in (5, 10, 25)],
+    "SEEDS-2": [("seeds2", {"steps": k, "grid": "logsnr", "eta": 1.0, "denoise": True}, 2 * k + 1) for k in (5, 10, 25)],
     "DPM-Solver++(2M)": [("dpmpp2m", {"steps": k, "denoise": True}, k + 1) for k in (5, 10, 20)],
     "GGF (adaptive SDE)": [("ggf", {"rtol": r, "denoise": True}, None) for r in (0.1, 0.05)],
 }
