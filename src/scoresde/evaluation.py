@@ -17,7 +17,6 @@ are the same whoever draws it.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .metrics.stats import savez_atomic
 
 __all__ = ["EvalShards", "Shard", "gather_shards", "generate_shards", "shard_path", "shard_ranges"]
 
@@ -88,14 +89,6 @@ def _shard_done(path: Path, shard: Shard, meta: dict) -> bool:
     return (lo, hi) == (shard.lo, shard.hi)
 
 
-def _write_shard(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def _run_shard(job: EvalShards, shard: Shard, rank: int) -> None:
     t0 = time.perf_counter()
@@ -106,7 +99,7 @@ def _run_shard(job: EvalShards, shard: Shard, rank: int) -> None:
     extra = {} if logits is None else {"logits": np.asarray(logits, np.float32)}
     if nfe_per_sample is not None:
         extra["nfe_per_sample"] = np.asarray(nfe_per_sample, np.int64)
-    _write_shard(shard_path(job.folder, shard.k), images=images.cpu().numpy(), features=np.asarray(feats, np.float32),
+    savez_atomic(shard_path(job.folder, shard.k), images=images.cpu().numpy(), features=np.asarray(feats, np.float32),
                  indices=np.arange(shard.lo, shard.hi, dtype=np.int64), nfe=np.int64(nfe), gen_s=np.float64(gen_s),
                  feat_s=np.float64(time.perf_counter() - t0 - gen_s), meta=np.array(json.dumps(job.meta, sort_keys=True)),
                  **extra)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Statistics", "StatisticsError", "load_statistics", "save_statistics"]
+__all__ = ["Statistics", "StatisticsError", "load_statistics", "save_statistics", "savez_atomic"]
 
 
 class StatisticsError(ValueError):
@@ -65,6 +65,11 @@ def save_statistics(path: str | Path, stats: Statistics, raw: bool = False) -> N
             arrays["logits"] = np.asarray(stats.logits, np.float32)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    savez_atomic(path, **arrays)
+
+
+def savez_atomic(path: Path, **arrays) -> None:
+    """``np.savez`` to a temporary name beside ``path``, then one ``os.replace``: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     try:
         np.savez(tmp, **arrays)
