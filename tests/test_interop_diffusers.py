@@ -25,8 +25,9 @@ from scoresde.interop.schedulers import (  # noqa: E402
     SEEDS3Scheduler,
     SEEDSScheduler,
 )
-from scoresde.samplers import ms2, ms3, pc_sample, seeds  # noqa: E402
+from scoresde.samplers import ms2, ms3, pc_sample, seeds, seeds_2  # noqa: E402
 from scoresde.samplers.pc import ancestral_sampling  # noqa: E402
+from scoresde.samplers.seeds import MEASURED_DEFAULTS as SEEDS_DEFAULTS  # noqa: E402
 from scoresde.schedules import uniform_time  # noqa: E402
 from scoresde.sde import VESDE, DiscreteVPSDE  # noqa: E402
 
@@ -225,7 +226,8 @@ def test_scheduler_equals_scoresde_seeds(pipe_dir, unet, cls, eta, form):
     model = from_diffusers(pipe_dir)
     g = torch.Generator().manual_seed(5)
     xT = torch.randn(SHAPE, generator=g)
-    res = seeds(model, xT, order=k, steps=steps, eta=eta, prediction=form, denoise=True, draw=Replay(g, SHAPE))
+    res = seeds(model, xT, order=k, steps=steps, eta=eta, grid=sched.config.grid, prediction=form, denoise=True,
+                draw=Replay(g, SHAPE))
     assert res.nfe == len(sched.timesteps)
     assert torch.allclose(theirs, res.samples, atol=1e-5, rtol=1e-5)
     assert float(theirs.abs().max()) > 0.1
@@ -242,7 +244,8 @@ def test_scheduler_in_a_stock_ddpm_pipeline(pipe_dir):
         out = out.permute(0, 3, 1, 2)
     model = from_diffusers(pipe_dir)
     g = torch.Generator().manual_seed(6)
-    res = seeds(model, torch.randn(SHAPE, generator=g), order=2, steps=3, denoise=True, draw=Replay(g, SHAPE))
+    # the scheduler's defaults are the registry's seeds2 defaults (quadratic grid, eta 0.5)
+    res = seeds_2(model, torch.randn(SHAPE, generator=g), steps=3, denoise=True, draw=Replay(g, SHAPE))
     assert torch.allclose(out, (res.samples / 2 + 0.5).clamp(0, 1), atol=1e-5)
     assert 0.05 < float(((out > 0) & (out < 1)).float().mean())  # some pixels inside the clamp
 
@@ -269,6 +272,22 @@ def test_scheduler_config_round_trip(tmp_path):
     assert torch.equal(s2.alphas_cumprod, ddpm.alphas_cumprod)
     with pytest.raises(ValueError, match="grid"):
         SEEDS2Scheduler(grid="nope")
+
+
+@pytest.mark.parametrize("cls,k", [(SEEDS1Scheduler, 1), (SEEDS2Scheduler, 2), (SEEDS3Scheduler, 3)])
+def test_scheduler_defaults_are_the_samplers_measured_defaults(cls, k):
+    """Unset eta / grid: the registry's measured defaults of seedsK; from_config into another order takes its own."""
+    want = {"eta": 1.0, "grid": "logsnr", **SEEDS_DEFAULTS[k]}
+    sched = cls(num_train_timesteps=N_TRAIN)
+    assert {"eta": sched.config.eta, "grid": sched.config.grid} == want
+    other = SEEDS1Scheduler if k > 1 else SEEDS3Scheduler
+    moved = other.from_config(sched.config)
+    assert (moved.config.eta, moved.config.grid) == ((1.0, "logsnr") if k > 1 else (0.5, "quadratic"))
+    assert (cls.from_config(moved.config).config.eta, cls.from_config(moved.config).config.grid) == \
+        (want["eta"], want["grid"])
+    chosen = cls(num_train_timesteps=N_TRAIN, eta=0.3, grid="time")
+    assert (chosen.config.eta, chosen.config.grid) == (0.3, "time")
+    assert (other.from_config(chosen.config).config.eta, other.from_config(chosen.config).config.grid) == (0.3, "time")
 
 
 def test_scheduler_add_noise_matches_ddpm():

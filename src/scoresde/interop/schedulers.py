@@ -36,6 +36,7 @@ from ..parameterization import convert
 from ..samplers.common import GRIDS, PREDICTIONS, make_grid
 from ..samplers.exponential import TABLEAUX, exponential_stages, stage_times
 from ..samplers.multistep import History, check_multistep_options, multistep_update
+from ..samplers.seeds import MEASURED_DEFAULTS as SEEDS_DEFAULTS
 from ..sde import DiscreteVPSDE
 from .diffusers import DiffusersError, import_diffusers, sde_from_scheduler_config
 
@@ -126,7 +127,8 @@ class SEEDSScheduler(_DDPMScheduleScheduler):
 
     Config: the DDPM schedule keys (``num_train_timesteps``, ``beta_start``, ``beta_end``, ``beta_schedule``,
     ``trained_betas``, ``prediction_type``) and the sampler's options as in ``scoresde sample --sampler seedsK``:
-    ``eta`` (1: SDE .. 0: ODE = ETD-ERK-k), ``grid`` (logsnr / time / quadratic / edm), ``solver_form``
+    ``eta`` (1: SDE .. 0: ODE = ETD-ERK-k), ``grid`` (logsnr / time / quadratic / edm; unset, both take the
+    sampler's measured defaults: SEEDS-1 log-SNR and eta 1, SEEDS-2/3 quadratic and eta 0.5), ``solver_form``
     (data / noise), ``s_noise``, ``t_end`` (default 1/N: timestep 0) and ``denoise`` (a final D(x, t_end)
     evaluation, as DDPM's last step returns its x_0 estimate; default on).
     """
@@ -134,13 +136,20 @@ class SEEDSScheduler(_DDPMScheduleScheduler):
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001, beta_end: float = 0.02,
                  beta_schedule: str = "linear", trained_betas: list[float] | None = None,
-                 prediction_type: str = "epsilon", solver_order: int | None = None, eta: float = 1.0,
-                 grid: str = "logsnr", solver_form: str = "data", s_noise: float = 1.0, t_end: float | None = None,
+                 prediction_type: str = "epsilon", solver_order: int | None = None, eta: float | None = None,
+                 grid: str | None = None, solver_form: str = "data", s_noise: float = 1.0, t_end: float | None = None,
                  denoise: bool = True):
         k = self.fixed_order or (2 if solver_order is None else int(solver_order))
         if k not in (1, 2, 3):
             raise ValueError(f"solver_order must be 1, 2 or 3, got {solver_order}")
         self._record_order(solver_order, k)
+        # unset eta / grid: the order's measured defaults, as `scoresde sample --sampler seedsK` (seeds.MEASURED_DEFAULTS:
+        # SEEDS-1 log-SNR, eta 1; SEEDS-2/3 quadratic, eta 0.5). Recorded in the config, left in _use_default_values
+        # so that from_config into another order takes that order's defaults.
+        defaults = {"eta": 1.0, "grid": "logsnr", **SEEDS_DEFAULTS[k]}
+        eta = defaults["eta"] if eta is None else eta
+        grid = defaults["grid"] if grid is None else grid
+        self.register_to_config(eta=eta, grid=grid)
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
         if grid not in GRIDS:
