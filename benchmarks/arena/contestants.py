@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scoresde.samplers.registry import SAMPLERS, resolve
+from scoresde.samplers.seeds import MEASURED_DEFAULTS as SEEDS_MEASURED
 
 from . import peers
 from .base import Contestant, Context, Run
@@ -56,13 +57,18 @@ PC_END = {"final_mean": False, **NO_DENOISE}
 MS_GRID = "logsnr"
 MS_WEIGHT = {2: ", phi1 weight", 3: ", full I_2 weight"}
 
+SEEDS_DEFAULT_TEXT = {k: "eta {eta:g}, {grid} grid (registry default)".format(**{"eta": 1.0, "grid": "logsnr", **d})
+                      for k, d in SEEDS_MEASURED.items()}
+
 #: scoresde's samplers in the arena
 SCORESDE = (
     Ours("em", "pc", {"predictor": "euler_maruyama", "corrector": "none", **PC_END}, "Euler-Maruyama, uniform t"),
     Ours("pc", "pc", {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.01, **PC_END},
          "reverse diffusion + Langevin (snr 0.01, batch-averaged norms), uniform t", nfe_per_step=2),
-    *(Ours(f"seeds-{k}", f"seeds{k}", {"grid": "logsnr", "eta": 1.0, **NO_DENOISE}, f"SEEDS-{k}, eta 1, log-SNR grid",
-           nfe_per_step=k) for k in (1, 2, 3)),
+    # SEEDS at the registry's measured defaults (benchmarks/grids.py): SEEDS-1 log-SNR, eta 1; SEEDS-2/3 quadratic,
+    # eta 0.5
+    *(Ours(f"seeds-{k}", f"seeds{k}", dict(NO_DENOISE), f"SEEDS-{k}, {SEEDS_DEFAULT_TEXT[k]}", nfe_per_step=k)
+      for k in (1, 2, 3)),
     *(Ours(f"ms{k}-sde", f"ms{k}", {"eta": 1.0, "grid": MS_GRID, **NO_DENOISE},
            f"multistep stochastic exponential (order {k}, 1 NFE/step{MS_WEIGHT[k]}), eta 1, {MS_GRID} grid")
       for k in (2, 3)),

@@ -202,6 +202,7 @@ class Df:
     note: str
     config: dict[str, Any] = field(default_factory=dict)
     nfe_per_step: int = 1
+    sde: bool = True
 
     def contestant(self, diffusers) -> Contestant:
         cls = getattr(diffusers, self.scheduler)
@@ -212,7 +213,7 @@ class Df:
 
         # its schedulers take at most the 1000 training timesteps
         return Contestant(self.name, "diffusers", self.note, run, "steps", self.nfe_per_step, max_steps=999,
-                          seed_stream=PEER_NOISE_ALT)
+                          sde=self.sde, seed_stream=PEER_NOISE_ALT)
 
 
 #: diffusers' schedulers in the arena
@@ -227,6 +228,9 @@ DIFFUSERS = (
        "sde-dpmsolver++ order 2, Karras sigmas, final sigma = sigma_min",
        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "final_sigmas_type": "sigma_min",
         "use_karras_sigmas": True}),
+    Df("df-unipc", "UniPCMultistepScheduler", multistep_loop, "UniPCMultistepScheduler (UniPC bh2, order 2, "
+       "data prediction; ODE), Karras sigmas, final sigma = sigma_min",
+       {"solver_order": 2, "final_sigmas_type": "sigma_min", "use_karras_sigmas": True}, sde=False),
 )
 
 #: (family, loader, entries): a missing family is skipped with a note

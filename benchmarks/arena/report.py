@@ -14,6 +14,7 @@ import torch
 
 from .base import Contestant, Result
 from .problems import Instance
+from .seeds import BySeed, plot_seeds, seed_stats, seeds_table
 from .sweep import Study, nfe_to_target
 
 FAMILY_STYLE = {"scoresde": "-", "k-diffusion": "--", "diffusers": ":"}
@@ -95,9 +96,9 @@ def carried_section(text: str, reason: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- verdicts
-def _best(by: dict[str, list[Result]], names: Sequence[str], per: str = "sample") -> tuple[float, str, str]:
-    """(NFE to target, sampler, its summary text) of the best of ``names`` that ran; (inf, '-', '-') if none ran."""
-    vals = [(nfe_to_target(by[n], per)[1], n, nfe_to_target(by[n], per)[0]) for n in names if by.get(n)]
+def _best(by_seed: BySeed, problem: str, names: Sequence[str], per: str = "sample") -> tuple[float, str, str]:
+    """(median NFE to target over the seeds, sampler, its text) of the best of ``names`` that ran; (inf, '-', '-')."""
+    vals = [(st.median, n, st.median_text) for n in names if (st := seed_stats(by_seed, problem, n, per))]
     return min(vals) if vals else (math.inf, "-", "-")
 
 
@@ -114,43 +115,65 @@ def _x(r: float) -> str:
     return ">sweep max" if math.isinf(r) else f"{r:.2f}x"
 
 
-def verdicts(instances: Sequence[Instance], results: dict[str, dict[str, list[Result]]],
-             roster: Sequence[Contestant]) -> list[str]:
-    """The issue's targets T1-T3, answered from the measured NFE-to-target numbers."""
+def verdicts(instances: Sequence[Instance], by_seed: BySeed, roster: Sequence[Contestant]) -> list[str]:
+    """The issues' targets, answered from the measured NFE-to-target numbers (medians over the seeds).
+
+    Round one: T1 best SDE sampler vs the best peer SDE sampler, T2 GGF vs dpm_adaptive, T3 GGF / SEEDS vs EM / PC.
+    Round two: R2 the adaptive exponential solver vs dpm_adaptive at eta 0 and 1; GGF's noise-relative tolerance.
+    """
     ours = [c.name for c in roster if c.family == "scoresde" and c.sde and not c.variant]
     peers = [c.name for c in roster if c.family != "scoresde" and c.sde]
     out = []
     for inst in instances:
         if not inst.problem.verdicts:
             continue
-        by, name = results.get(inst.name, {}), inst.name
+        name = inst.name
 
-        def ran(*names: str, by: dict[str, list[Result]] = by) -> bool:
-            return all(by.get(n) for n in names)
+        def best(names: Sequence[str], per: str = "sample", name: str = name) -> tuple[float, str, str]:
+            return _best(by_seed, name, names, per)
 
-        o, on, ot = _best(by, ours)
-        p, pn, pt = _best(by, peers)
+        def ran(*names: str, name: str = name) -> bool:
+            return all(seed_stats(by_seed, name, n) for n in names)
+
+        o, on, ot = best(ours)
+        p, pn, pt = best(peers)
         if on != "-" and pn != "-":
             out.append(f"- {name}, T1: best scoresde SDE sampler {on} {ot} NFE vs best peer SDE sampler {pn} {pt}: "
                        f"{'met' if o <= p else 'missed'} (peer/ours {_x(_ratio(o, p))}; aim 2x: "
                        f"{'met' if _ratio(o, p) >= 2 else 'missed'})")
-        g, _, gt = _best(by, ["ggf"])
-        gb, _, gbt = _best(by, ["ggf"], "batch")
+        for ad, peer_names in (("adaptive", ("kd-dpm_adaptive", "kd-dpm_adaptive_eta1")),
+                               ("adaptive-ode", ("kd-dpm_adaptive",))):
+            peer_names = [n for n in peer_names if ran(n)]
+            if ran(ad) and peer_names:
+                a_, _, at = best([ad])
+                ab, _, abt = best([ad], "batch")
+                parts = []
+                for pn_ in peer_names:
+                    d, _, dt = best([pn_])
+                    parts.append(f"{pn_} {dt}: {'met' if a_ < d else 'missed'}")
+                out.append(f"- {name}, R2: {ad} {at} NFE/sample (batch of the whole set, no refilling: {abt}) vs "
+                           + "; ".join(parts))
+        if ran("ggf-noise"):
+            gn, _, gnt = best(["ggf-noise"])
+            out.append(f"- {name}, R2: GGF with the noise-relative tolerance {gnt} NFE/sample: "
+                       f"{'reaches' if math.isfinite(gn) else 'does not reach'} the target")
+        g, _, gt = best(["ggf"])
+        gb, _, gbt = best(["ggf"], "batch")
         if ran("ggf", "kd-dpm_adaptive"):
-            d, _, dt = _best(by, ["kd-dpm_adaptive"])
+            d, _, dt = best(["kd-dpm_adaptive"])
             line = (f"- {name}, T2: GGF {gt} NFE/sample ({gbt} per batch) vs k-diffusion dpm_adaptive {dt}: "
                     f"{'met' if g < d else 'missed'} per sample, {'met' if gb < d else 'missed'} per batch")
             if ran("kd-dpm_adaptive_eta1"):
-                d1, _, d1t = _best(by, ["kd-dpm_adaptive_eta1"])
+                d1, _, d1t = best(["kd-dpm_adaptive_eta1"])
                 line += f" (vs its SDE setting eta 1, {d1t}: {'met' if g < d1 else 'missed'} per sample)"
             out.append(line)
         if ran("ggf", "em"):
-            e, _, et = _best(by, ["em"])
+            e, _, et = best(["em"])
             out.append(f"- {name}, T3: GGF vs EM ({et}): {_x(_ratio(g, e))} fewer per sample, "
                        f"{_x(_ratio(gb, e))} per batch (>= 2x: {'met' if _ratio(g, e) >= 2 else 'missed'} per "
                        f"sample, {'met' if _ratio(gb, e) >= 2 else 'missed'} per batch)")
-        s, sn, st = _best(by, [n for n in ours if n.startswith("seeds")])
-        c, cn, ct = _best(by, ["em", "pc"])
+        s, sn, st = best([n for n in ours if n.startswith("seeds")])
+        c, cn, ct = best(["em", "pc"])
         if sn != "-" and cn != "-":
             out.append(f"- {name}, T3: best SEEDS ({sn}, {st}) vs best of EM/PC ({cn}, {ct}): "
                        f"{_x(_ratio(s, c))} fewer (>= 3x: {'met' if _ratio(s, c) >= 3 else 'missed'})")
@@ -192,15 +215,28 @@ NOTES = """## Why (structural notes; check them against the tables of the run ab
 """
 
 
-def write_report(out: Path, command: str, seed: int, instances: Sequence[Instance],
-                 results: dict[str, dict[str, list[Result]]], references: dict[str, Result],
-                 studies: Sequence[tuple[Study, list[Result]]], roster: Sequence[Contestant],
-                 skipped: dict[str, str], order: Sequence[str], notes: Sequence[str], total: float) -> None:
-    """Write the report; a problem skipped here (``skipped``: name -> reason) keeps its previous section, marked."""
+def write_report(out: Path, command: str, by_seed: BySeed, instances: Sequence[Instance],
+                 references: dict[str, Result], studies: Sequence[tuple[Study, list[Result]]],
+                 roster: Sequence[Contestant], skipped: dict[str, str], order: Sequence[str], notes: Sequence[str],
+                 total: float, merged: Sequence[str] = ()) -> None:
+    """Write the report; a problem skipped here (``skipped``: name -> reason) keeps its previous section, marked.
+
+    The per-problem tables, plots and first summary are those of the lowest seed that ran the problem; with several
+    seeds a summary over the seeds follows (plot: ``arena_seeds.png``) and the verdicts use its medians.
+    """
     previous = previous_sections(out)
+    seeds = sorted(by_seed)
+    results: dict[str, dict[str, list[Result]]] = {}
+    for s in reversed(seeds):
+        results.update(by_seed[s])
     L = ["# Sampler arena: scoresde vs k-diffusion vs diffusers", "",
-         (f"Command: `{command}` - wall time {total:.0f} s, {platform.machine()}, 1 torch thread, "
-         f"torch {torch.__version__}, seed {seed}."), "",
+         (f"Command: `{command}` - wall time {total:.0f} s{' (summed over the merged runs)' if merged else ''}, "
+          f"{platform.machine()}, "
+          f"1 torch thread, torch {torch.__version__}, seed{'s' if len(seeds) > 1 else ''} "
+          f"{', '.join(map(str, seeds))} (per-problem tables: the lowest seed)."), ""]
+    if merged:
+        L += ["Merged from the runs " + "; ".join(f"`{c}`" for c in merged) + ".", ""]
+    L += [
          ("Protocol: same exact model, same adapters, same x_T (per-sample seeded streams); every model call "
          "counted by one wrapper. Each sampler stops at its last noisy level sigma_end (no final denoise) and is "
          "judged against the closed-form marginal there (mixture stds sqrt(s_k^2 + sigma_end^2)); see the "
@@ -258,7 +294,12 @@ def write_report(out: Path, command: str, seed: int, instances: Sequence[Instanc
         k = study.columns[0][0]
         study_lines.append(f"- {study.title}: " + ", ".join(f"{labels[r.sampler]} {r.quality[k]:.4f} "
                                                             f"({r.setting_text})" for r in rs))
-    L += ["## Targets (computed from the NFE-to-target numbers above)", ""] + verdicts(instances, results, roster)
+    if len(seeds) > 1:
+        L += seeds_table(by_seed, probs, roster)
+        plot_seeds(by_seed, probs, roster, out.parent / "arena_seeds.png")
+        L += ["![NFE to target over the seeds](arena_seeds.png)", ""]
+    L += [f"## Targets (computed from the NFE-to-target numbers above{'; medians over the seeds' if len(seeds) > 1 else ''})",
+          ""] + verdicts(instances, by_seed, roster)
     ours = {c.name for c in roster if c.family == "scoresde" and not c.variant}
     ov = {k: v for k, v in overhead.items() if k in ours}
     if ov and over_inst.problem.overhead_rank == 0:

@@ -33,6 +33,8 @@ def _like(v: Tensor, x: Tensor) -> Tensor:
 
 def settings(inst: Instance, c: Contestant) -> list:
     """The settings ``c`` is swept over on ``inst`` (empty: it does not run there)."""
+    if c.name in inst.problem.exclude:
+        return []
     explicit = inst.problem.settings
     if explicit is not None:
         return list(explicit[c.name][inst.quick]) if c.name in explicit else []
