@@ -39,8 +39,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="sampler override, e.g. steps=500, predictor=reverse_diffusion, sampler=ode")
-    ap.add_argument("--also", action="append", default=[], metavar="SAMPLER",
-                    help="also judge this sampler at its registry defaults (repeatable), e.g. dpmpp2m, seeds2")
+    ap.add_argument("--also", action="append", default=[], metavar="SAMPLER[:K=V,...]",
+                    help="also judge this sampler at its registry defaults (repeatable), e.g. dpmpp2m, seeds2, "
+                         "or with options: seeds2:steps=25,grid=logsnr,eta=1")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mnist_quality.md")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "mnist_quality.png")
     a = ap.parse_args()
@@ -64,11 +65,13 @@ def main() -> int:
     desc = describe(name0, {**opts0, **{k: v for k, v in over.items() if k != "sampler"}})
 
     extra = []  # (name, report, NFE, seconds, out-of-range fraction) of each --also sampler
-    for name in a.also:
+    for spec in a.also:
+        name, _, opts = spec.partition(":")
+        kw = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in opts.split(",") if o)}
         t1 = time.perf_counter()
-        r = sample_from(model, cfg, shape, a.num, seed=a.seed, sampler=name)
+        r = sample_from(model, cfg, shape, a.num, seed=a.seed, sampler=name, **kw)
         x = r.samples.float()
-        extra.append((describe(name), digit_report(to_unit_range(x, cfg.data.scale), judge), r.nfe,
+        extra.append((describe(name, kw), digit_report(to_unit_range(x, cfg.data.scale), judge), r.nfe,
                       time.perf_counter() - t1, float((x.abs() > 1.2).float().mean())))
     oor = float((res.samples.float().abs() > 1.2).float().mean())
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
