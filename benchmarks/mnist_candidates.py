@@ -40,8 +40,11 @@ from scoresde.workdir import sample_from, to_unit_range  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "mnist_cpu.yaml"
 
+#: the training of the main config before issue 15 chose EDM's time density and weighting (every candidate starts there)
+BEFORE = ["training.t_sampling=uniform", "training.sigma_data=null"]
+
 #: name -> overrides of the main config (the config as it was before issue 15, plus these)
-CANDIDATES: dict[str, list[str]] = {
+CANDIDATES: dict[str, list[str]] = {name: BEFORE + over for name, over in {
     "base": ["model.prediction=v"],
     "eps (old)": ["model.prediction=eps"],
     "b128-lr2e-3": ["model.prediction=v", "training.batch_size=128", "training.lr=2.0e-3", "training.warmup=100"],
@@ -50,11 +53,11 @@ CANDIDATES: dict[str, list[str]] = {
     "lognormal": ["model.prediction=v", "training.t_sampling=lognormal"],
     "lognormal-edm": ["model.prediction=v", "training.t_sampling=lognormal", "training.sigma_data=0.5"],
     "lognormal-p0.6": ["model.prediction=v", "training.t_sampling=lognormal", "training.p_mean=-0.6"],
-}
+}.items()}
 
 #: (label, sample_from keyword arguments): fast ODE and SDE samplers at <= 50 NFE
 SAMPLERS = [("dpmpp2m-20", dict(sampler="dpmpp2m", steps=20)),
-            ("seeds2-25", dict(sampler="seeds2", steps=25))]
+            ("seeds2-25", dict(sampler="seeds2", steps=25, grid="logsnr", eta=1.0))]   # the screening's settings
 
 
 def throughput(overrides: list[str], steps: int = 8, warmup: int = 3) -> float:
