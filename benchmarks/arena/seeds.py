@@ -72,7 +72,7 @@ def save_run(path: Path, command: str, total: float, instances: Sequence[Any], b
         "studies": {str(s): [[st.title, [result_dict(r) for r in rs]] for st, rs in sts] for s, sts in studies.items()},
     }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.write_text(json.dumps(payload, separators=(",", ":")))
     tmp.replace(path)
 
 
@@ -209,6 +209,7 @@ def plot_seeds(by_seed: BySeed, problems: Sequence[str], roster: Sequence[Contes
         ax.axvline(hi, color="0.6", lw=0.8, ls=":")
         ax.set_xscale("log")
         ticks = [t for t in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048) if t <= hi * 1.2]
+        ticks = ticks[::2] if len(ticks) > 7 else ticks
         ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([str(t) for t in ticks]))
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
