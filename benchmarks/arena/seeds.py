@@ -132,8 +132,9 @@ class SeedStats:
 
     @property
     def median(self) -> float:
-        # inf sorts last, so a sampler that misses at one seed of three keeps a finite median
-        return statistics.median_low(self.values) if len(self.values) % 2 == 0 else statistics.median(self.values)
+        # inf sorts last, so a sampler that misses at one seed of three keeps a finite median; median_low is always
+        # one of the seeds' values (its text is then that seed's)
+        return statistics.median_low(self.values)
 
     @property
     def median_text(self) -> str:
