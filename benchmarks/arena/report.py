@@ -150,7 +150,10 @@ def verdicts(instances: Sequence[Instance], by_seed: BySeed, roster: Sequence[Co
                 parts = []
                 for pn_ in peer_names:
                     d, _, dt = best([pn_])
-                    parts.append(f"{pn_} {dt}: {'met' if a_ < d else 'missed'}")
+                    # a peer that never reaches the target loses to any finite NFE: say so, it is not a ranking
+                    unreached = " (the peer does not reach the target within its sweep)" if math.isfinite(a_) and \
+                        not math.isfinite(d) else ""
+                    parts.append(f"{pn_} {dt}: {'met' if a_ < d else 'missed'}{unreached}")
                 out.append(f"- {name}, R2: {ad} {at} NFE/sample (batch of the whole set, no refilling: {abt}) vs "
                            + "; ".join(parts))
         if ran("ggf-noise"):
