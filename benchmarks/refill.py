@@ -88,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "refill.md")
     args = ap.parse_args(argv)
+    if min(args.batch) < 1:
+        ap.error("--batch sizes must be >= 1")
+    if args.rtols is None:
+        missing = [f"{p}/{s}" for p in args.problems for s in args.samplers if (p, s) not in MET]
+        if missing:
+            ap.error(f"no default rtol for {', '.join(missing)}: pass --rtols")
+    elif min(args.rtols) <= 0:
+        ap.error("--rtols must be > 0")
     torch.set_num_threads(1)
     t_start = time.perf_counter()
     lines = []

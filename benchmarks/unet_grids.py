@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "unet_grids.md")
     args = ap.parse_args(argv)
+    if min(args.steps) < 1 or not all(0.0 <= e <= 1.0 for e in args.etas):
+        ap.error("--steps must be >= 1 and --etas in [0, 1]")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
@@ -51,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unet_grids: {e}", file=sys.stderr)
         return 2
     runner = Runner(inst, args.seed, print)
-    runner.set_reference([c for c in (e.contestant() for e in SCORESDE if e.name == "em")])
+    runner.set_reference([e.contestant() for e in SCORESDE if e.name == "em"])
     ref = runner.reference
+    if ref is None:
+        print("unet_grids: the reference run (Euler-Maruyama, 200 steps) failed; no target", file=sys.stderr)
+        return 1
     rows = []
     for name in args.samplers:
         for grid in args.grids:
